@@ -1,0 +1,95 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+)
+
+// fsm adapts the Store to raft.FSM.
+type fsm struct{ s *Store }
+
+var _ raft.FSM = fsm{}
+
+// applyResult carries Apply's business outcome back to the proposer; raft
+// hands it over unchanged on the leader.
+type applyResult struct{ err error }
+
+func (f fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return applyResult{}
+	}
+	return applyResult{err: f.s.applyEntry(l.Index, l.Data)}
+}
+
+// snapshotFormat versions the snapshot stream.
+const snapshotFormat = 1
+
+type snapshotFile struct {
+	Format  int    `json:"format"`
+	Applied uint64 `json:"applied"`
+	State   *state `json:"state"`
+}
+
+// Snapshot serialises the state while Apply is paused (raft guarantees
+// that), so Persist can write it while Apply goes on.
+func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.s.mu.RLock()
+	defer f.s.mu.RUnlock()
+	b, err := json.Marshal(snapshotFile{Format: snapshotFormat, Applied: f.s.applied, State: f.s.st})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return snapshotBytes(b), nil
+}
+
+// Restore throws the current state away and replaces it with the snapshot.
+func (f fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, applied, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.s.mu.Lock()
+	f.s.st, f.s.applied = st, applied
+	f.s.mu.Unlock()
+	f.s.notify()
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*state, uint64, error) {
+	var snap snapshotFile
+	if err := json.NewDecoder(r).Decode(&snap); err != nil {
+		return nil, 0, fmt.Errorf("restore: %w", err)
+	}
+	if snap.Format != snapshotFormat {
+		return nil, 0, fmt.Errorf("restore: unsupported snapshot format %d", snap.Format)
+	}
+	st := newState()
+	if snap.State != nil {
+		// Decoding into a fresh state keeps the maps non-nil even where
+		// the snapshot had none.
+		b, err := json.Marshal(snap.State)
+		if err != nil {
+			return nil, 0, fmt.Errorf("restore: %w", err)
+		}
+		if err := json.Unmarshal(b, st); err != nil {
+			return nil, 0, fmt.Errorf("restore: %w", err)
+		}
+	}
+	return st, snap.Applied, nil
+}
+
+type snapshotBytes []byte
+
+func (b snapshotBytes) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(b); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (snapshotBytes) Release() {}

@@ -1,0 +1,283 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// auditCap bounds the audit ring kept in the replicated state so snapshots
+// stay small; older entries are dropped oldest first.
+const auditCap = 10000
+
+// historyCap bounds the per-device history.
+const historyCap = 50
+
+// state is the whole replicated data set. It is only touched under the
+// store's lock; Apply is the only writer.
+type state struct {
+	Sites    map[string]Site    `json:"sites"`
+	Profiles map[string]Profile `json:"profiles"`
+	Devices  map[string]Device  `json:"devices"`
+	OTPs     map[string]OTP     `json:"otps"`
+	PSKs     map[string]PSKPair `json:"psks"`
+	Leases   map[string]Lease   `json:"leases"` // by IP
+	Audit    []AuditEntry       `json:"audit"`
+	AuditSeq uint64             `json:"audit_seq"`
+}
+
+func newState() *state {
+	return &state{
+		Sites:    map[string]Site{},
+		Profiles: map[string]Profile{},
+		Devices:  map[string]Device{},
+		OTPs:     map[string]OTP{},
+		PSKs:     map[string]PSKPair{},
+		Leases:   map[string]Lease{},
+	}
+}
+
+// apply runs one decoded command against the state and returns the
+// business outcome. It must be deterministic: no clocks, no randomness.
+func (s *state) apply(cmd Command) error {
+	switch c := cmd.(type) {
+	case *PutSite:
+		if c.Site.Name == "" {
+			return fmt.Errorf("site: empty name")
+		}
+		s.Sites[c.Site.Name] = c.Site
+	case *DeleteSite:
+		if _, ok := s.Sites[c.Name]; !ok {
+			return fmt.Errorf("site %q: %w", c.Name, ErrNotFound)
+		}
+		delete(s.Sites, c.Name)
+	case *PutProfile:
+		if c.Profile.Name == "" {
+			return fmt.Errorf("profile: empty name")
+		}
+		s.Profiles[c.Profile.Name] = c.Profile
+	case *DeleteProfile:
+		if _, ok := s.Profiles[c.Name]; !ok {
+			return fmt.Errorf("profile %q: %w", c.Name, ErrNotFound)
+		}
+		delete(s.Profiles, c.Name)
+	case *DeviceUpdate:
+		return s.updateDevice(c)
+	case *DeleteDevice:
+		if _, ok := s.Devices[c.UUID]; !ok {
+			return fmt.Errorf("device %q: %w", c.UUID, ErrNotFound)
+		}
+		delete(s.Devices, c.UUID)
+	case *CreateOTP:
+		if old, ok := s.OTPs[c.OTP.UUID]; ok && old.ConsumedBy == "" && old.Expires.After(c.Time) && old.Created.After(c.OTP.Created) {
+			return fmt.Errorf("otp for %q: %w", c.OTP.UUID, ErrConflict)
+		}
+		s.OTPs[c.OTP.UUID] = c.OTP
+	case *ConsumeOTP:
+		o, ok := s.OTPs[c.UUID]
+		switch {
+		case !ok:
+			return fmt.Errorf("otp for %q: %w", c.UUID, ErrNotFound)
+		case o.ConsumedBy == c.RequestID:
+			return nil // a retried apply of the consume that won
+		case o.ConsumedBy != "":
+			return fmt.Errorf("otp for %q: %w", c.UUID, ErrConsumed)
+		case !c.Time.Before(o.Expires):
+			return fmt.Errorf("otp for %q: %w", c.UUID, ErrExpired)
+		}
+		o.ConsumedBy, o.ConsumedAt = c.RequestID, c.Time
+		s.OTPs[c.UUID] = o
+	case *PutPSK:
+		if _, ok := s.PSKs[c.Pair.PID]; ok {
+			return fmt.Errorf("pid %q: %w", c.Pair.PID, ErrConflict)
+		}
+		s.PSKs[c.Pair.PID] = c.Pair
+	case *UsePSK:
+		p, ok := s.PSKs[c.PID]
+		switch {
+		case !ok:
+			return fmt.Errorf("pid %q: %w", c.PID, ErrNotFound)
+		case p.UsedBy != "" && p.UsedBy != c.UUID:
+			return fmt.Errorf("pid %q: %w", c.PID, ErrConflict)
+		}
+		p.UsedBy = c.UUID
+		s.PSKs[c.PID] = p
+	case *LeaseCAS:
+		return s.leaseCAS(c)
+	case *LeaseRelease:
+		l, ok := s.Leases[c.IP]
+		if !ok || l.ClientID != c.ClientID {
+			return fmt.Errorf("lease %s: %w", c.IP, ErrNotFound)
+		}
+		delete(s.Leases, c.IP)
+	case *LeaseExpire:
+		for ip, l := range s.Leases {
+			if !l.Expires.After(c.Time) {
+				delete(s.Leases, ip)
+			}
+		}
+	case *Audit:
+		s.AuditSeq++
+		e := c.Entry
+		e.Seq = s.AuditSeq
+		s.Audit = append(s.Audit, e)
+		if over := len(s.Audit) - auditCap; over > 0 {
+			s.Audit = slices.Delete(s.Audit, 0, over)
+		}
+	default:
+		return fmt.Errorf("unhandled command %T", cmd)
+	}
+	return nil
+}
+
+func (s *state) updateDevice(c *DeviceUpdate) error {
+	if c.UUID == "" {
+		return fmt.Errorf("device: empty uuid")
+	}
+	d, ok := s.Devices[c.UUID]
+	if ok && slices.Contains(c.IfStateNot, d.State) {
+		return fmt.Errorf("device %q is %s: %w", c.UUID, d.State, ErrConflict)
+	}
+	if !ok {
+		d = Device{UUID: c.UUID, State: DeviceSeen}
+	}
+	setIf := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	setIf(&d.Site, c.Site)
+	setIf(&d.FQDN, c.FQDN)
+	setIf(&d.Hostname, c.Hostname)
+	setIf(&d.Profile, c.Profile)
+	setIf(&d.State, c.State)
+	setIf(&d.AMTVersion, c.AMTVersion)
+	setIf(&d.IP, c.IP)
+	setIf(&d.PID, c.PID)
+	if c.Hashes != nil {
+		d.Hashes = slices.Clone(c.Hashes)
+	}
+	if c.LastError != nil {
+		d.LastError = *c.LastError
+	}
+	if c.Inventoried {
+		d.Inventoried = true
+	}
+	d.Updated = c.Time
+	if c.Event.State != "" || c.Event.Step != "" {
+		ev := c.Event
+		if ev.Time.IsZero() {
+			ev.Time = c.Time
+		}
+		d.History = append(d.History, ev)
+		if over := len(d.History) - historyCap; over > 0 {
+			d.History = slices.Delete(d.History, 0, over)
+		}
+	}
+	s.Devices[c.UUID] = d
+	return nil
+}
+
+func (s *state) leaseCAS(c *LeaseCAS) error {
+	l := c.Lease
+	if _, err := netip.ParseAddr(l.IP); err != nil {
+		return fmt.Errorf("lease ip %q: %w", l.IP, err)
+	}
+	if l.ClientID == "" || l.Site == "" {
+		return fmt.Errorf("lease %s: client id and site are required", l.IP)
+	}
+	if cur, ok := s.Leases[l.IP]; ok && cur.ClientID != l.ClientID && cur.Expires.After(c.Time) {
+		return fmt.Errorf("lease %s held by another client: %w", l.IP, ErrConflict)
+	}
+	if l.State == "" {
+		l.State = LeaseBound
+	}
+	if l.State == LeaseBound {
+		for ip, other := range s.Leases {
+			if ip != l.IP && other.Site == l.Site && other.ClientID == l.ClientID && other.State == LeaseBound {
+				delete(s.Leases, ip)
+			}
+		}
+	}
+	s.Leases[l.IP] = l
+	return nil
+}
+
+// encodeCommand frames a command as one type byte and a JSON body. JSON
+// keeps the log readable in a debugger and lets fields be added without a
+// version bump; the version lives in the body.
+func encodeCommand(cmd Command) ([]byte, error) {
+	body, err := json.Marshal(struct {
+		V   int     `json:"v"`
+		Cmd Command `json:"c"`
+	}{1, cmd})
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", cmd, err)
+	}
+	return append([]byte{byte(cmd.Type())}, body...), nil
+}
+
+var commandFactories = map[CmdType]func() Command{
+	TypePutSite:       func() Command { return &PutSite{} },
+	TypeDeleteSite:    func() Command { return &DeleteSite{} },
+	TypePutProfile:    func() Command { return &PutProfile{} },
+	TypeDeleteProfile: func() Command { return &DeleteProfile{} },
+	TypeDeviceUpdate:  func() Command { return &DeviceUpdate{} },
+	TypeDeleteDevice:  func() Command { return &DeleteDevice{} },
+	TypeCreateOTP:     func() Command { return &CreateOTP{} },
+	TypeConsumeOTP:    func() Command { return &ConsumeOTP{} },
+	TypePutPSK:        func() Command { return &PutPSK{} },
+	TypeUsePSK:        func() Command { return &UsePSK{} },
+	TypeLeaseCAS:      func() Command { return &LeaseCAS{} },
+	TypeLeaseRelease:  func() Command { return &LeaseRelease{} },
+	TypeLeaseExpire:   func() Command { return &LeaseExpire{} },
+	TypeAudit:         func() Command { return &Audit{} },
+}
+
+// errSkip marks an unknown command whose type carries IgnoreUnknown.
+var errSkip = fmt.Errorf("unknown ignorable command")
+
+func decodeCommand(b []byte) (Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("empty log entry")
+	}
+	t := CmdType(b[0])
+	mk, ok := commandFactories[t&^IgnoreUnknown]
+	if !ok {
+		if t&IgnoreUnknown != 0 {
+			return nil, errSkip
+		}
+		return nil, fmt.Errorf("unknown command type %d", t)
+	}
+	cmd := mk()
+	var env struct {
+		V   int             `json:"v"`
+		Cmd json.RawMessage `json:"c"`
+	}
+	if err := json.Unmarshal(b[1:], &env); err != nil {
+		return nil, fmt.Errorf("decode command type %d: %w", t, err)
+	}
+	if env.V != 1 {
+		return nil, fmt.Errorf("command type %d: unsupported version %d", t, env.V)
+	}
+	if err := json.Unmarshal(env.Cmd, cmd); err != nil {
+		return nil, fmt.Errorf("decode command type %d: %w", t, err)
+	}
+	return cmd, nil
+}
+
+// clone deep-copies what readers may keep, so indexes handed out never
+// alias state that Apply mutates.
+func cloneDevice(d Device) Device {
+	d.Hashes = slices.Clone(d.Hashes)
+	d.History = slices.Clone(d.History)
+	return d
+}
+
+func cloneSite(s Site) Site {
+	s.Reservations = slices.Clone(s.Reservations)
+	s.DNSServers = slices.Clone(s.DNSServers)
+	s.CertKey = slices.Clone(s.CertKey)
+	return s
+}

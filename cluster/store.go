@@ -1,0 +1,233 @@
+// Package cluster is branchbox's one state store: typed commands replicated
+// with hashicorp/raft, applied to an in-memory state that every read is
+// served from. It knows nothing of DHCP, DNS or AMT beyond the shapes of
+// the records it keeps.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// proposer gets an encoded command committed and applied, returning what
+// Apply returned. A single raft node, a raft follower forwarding to its
+// leader, and the in-memory test store are all proposers.
+type proposer interface {
+	propose(ctx context.Context, data []byte) (error, error)
+	isLeader() bool
+}
+
+// Store is the replicated state with its read indexes.
+type Store struct {
+	mu       sync.RWMutex
+	st       *state
+	applied  uint64
+	sealer   *sealer
+	proposer proposer
+
+	watchMu  sync.Mutex
+	watchers map[chan struct{}]struct{}
+}
+
+func newStore(s *sealer) *Store {
+	return &Store{st: newState(), sealer: s, watchers: map[chan struct{}]struct{}{}}
+}
+
+// Apply commits a command through the cluster and returns its business
+// outcome (nil, or an error wrapping ErrConflict, ErrNotFound, …).
+func (s *Store) Apply(ctx context.Context, cmd Command) error {
+	data, err := encodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	res, err := s.proposer.propose(ctx, data)
+	if err != nil {
+		return fmt.Errorf("commit %T: %w", cmd, err)
+	}
+	return res
+}
+
+// IsLeader reports whether this node may act for the cluster (answer DHCP,
+// run expiry sweeps).
+func (s *Store) IsLeader() bool { return s.proposer.isLeader() }
+
+// Seal encrypts a secret for storage.
+func (s *Store) Seal(plain []byte) (Sealed, error) { return s.sealer.seal(plain) }
+
+// Unseal decrypts a value sealed by this cluster.
+func (s *Store) Unseal(v Sealed) ([]byte, error) { return s.sealer.unseal(v) }
+
+// Watch returns a channel that receives (coalesced) after every applied
+// change, and a func that stops the subscription.
+func (s *Store) Watch() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.watchMu.Lock()
+	s.watchers[ch] = struct{}{}
+	s.watchMu.Unlock()
+	return ch, func() {
+		s.watchMu.Lock()
+		delete(s.watchers, ch)
+		s.watchMu.Unlock()
+	}
+}
+
+func (s *Store) notify() {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for ch := range s.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// applyEntry is the FSM's Apply: decode, run against the state, notify.
+func (s *Store) applyEntry(index uint64, data []byte) error {
+	cmd, err := decodeCommand(data)
+	if errors.Is(err, errSkip) {
+		return nil
+	}
+	if err != nil {
+		// A command this node cannot decode would make its state diverge
+		// from the others'; stopping is the only safe answer.
+		panic(fmt.Sprintf("raft entry %d: %v", index, err))
+	}
+	s.mu.Lock()
+	res := s.st.apply(cmd)
+	s.applied = index
+	s.mu.Unlock()
+	s.notify()
+	return res
+}
+
+// AppliedIndex is the raft index of the last applied command.
+func (s *Store) AppliedIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
+}
+
+// Sites lists every site, sorted by name.
+func (s *Store) Sites() []Site {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Site, 0, len(s.st.Sites))
+	for _, v := range s.st.Sites {
+		out = append(out, cloneSite(v))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Site returns one site by name.
+func (s *Store) Site(name string) (Site, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.st.Sites[name]
+	return cloneSite(v), ok
+}
+
+// Profiles lists every profile, sorted by name.
+func (s *Store) Profiles() []Profile {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Profile, 0, len(s.st.Profiles))
+	for _, v := range s.st.Profiles {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Profile returns one profile by name.
+func (s *Store) Profile(name string) (Profile, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.st.Profiles[name]
+	return v, ok
+}
+
+// Devices lists every device, sorted by UUID.
+func (s *Store) Devices() []Device {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Device, 0, len(s.st.Devices))
+	for _, v := range s.st.Devices {
+		out = append(out, cloneDevice(v))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UUID < out[j].UUID })
+	return out
+}
+
+// Device returns one device by UUID.
+func (s *Store) Device(uuid string) (Device, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.st.Devices[uuid]
+	return cloneDevice(v), ok
+}
+
+// Leases lists every lease, sorted by site and address.
+func (s *Store) Leases() []Lease {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Lease, 0, len(s.st.Leases))
+	for _, v := range s.st.Leases {
+		out = append(out, v)
+	}
+	sortLeases(out)
+	return out
+}
+
+// Lease returns the lease on one address.
+func (s *Store) Lease(ip string) (Lease, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.st.Leases[ip]
+	return v, ok
+}
+
+// OTP returns the one-time password record of a device.
+func (s *Store) OTP(uuid string) (OTP, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.st.OTPs[uuid]
+	return v, ok
+}
+
+// PSK returns a PID/PPS pair by PID.
+func (s *Store) PSK(pid string) (PSKPair, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.st.PSKs[pid]
+	return v, ok
+}
+
+// PSKs lists every PID/PPS pair, sorted by PID.
+func (s *Store) PSKs() []PSKPair {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]PSKPair, 0, len(s.st.PSKs))
+	for _, v := range s.st.PSKs {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
+}
+
+// Audit returns the newest limit audit entries, oldest first (all when
+// limit <= 0).
+func (s *Store) Audit(limit int) []AuditEntry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := s.st.Audit
+	if limit > 0 && len(a) > limit {
+		a = a[len(a)-limit:]
+	}
+	return slices.Clone(a)
+}
