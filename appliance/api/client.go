@@ -1,0 +1,121 @@
+package api
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Client calls the admin API the way `branchbox ctl` does.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// NewClient reads the token (and, off loopback, the pinned certificate)
+// from dataDir.
+func NewClient(addr, dataDir string) (*Client, error) {
+	tok, err := os.ReadFile(filepath.Join(dataDir, TokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the API token (is branchbox running with data_dir %s?): %w", dataDir, err)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("api address %q: %w", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	c := &Client{token: strings.TrimSpace(string(tok)), http: &http.Client{Timeout: 30 * time.Second}}
+	if isLoopback(net.JoinHostPort(host, port)) {
+		c.base = "http://" + net.JoinHostPort(host, port)
+		return c, nil
+	}
+	pemBytes, err := os.ReadFile(filepath.Join(dataDir, certFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the API certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	c.base = "https://" + net.JoinHostPort(host, port)
+	return c, nil
+}
+
+// APIError is a non-2xx answer.
+type APIError struct {
+	Code     int
+	Message  string
+	Problems []string
+}
+
+func (e *APIError) Error() string {
+	if len(e.Problems) > 0 {
+		return strings.Join(e.Problems, "\n")
+	}
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Code)
+}
+
+// Do sends a request and decodes a JSON answer into out (when not nil).
+func (c *Client) Do(method, path string, body []byte, out any) error {
+	data, _, err := c.Raw(method, path, body)
+	if err != nil {
+		return err
+	}
+	if out == nil || len(data) == 0 {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = data
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// Raw sends a request and returns the answer's body and headers as they
+// are, for endpoints that return files.
+func (c *Client) Raw(method, path string, body []byte) ([]byte, http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("calling the API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error    string   `json:"error"`
+			Problems []string `json:"problems"`
+		}
+		json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return nil, nil, &APIError{Code: resp.StatusCode, Message: e.Error, Problems: e.Problems}
+	}
+	return data, resp.Header, nil
+}

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a packet is dropped, as the "reason" label of dropped_total.
+const (
+	dropNotLeader = "not_leader"
+	dropMalformed = "malformed"
+	dropWrongOp   = "wrong_op"
+	dropHWType    = "bad_hw"
+	dropMsgType   = "bad_message_type"
+	dropNoSite    = "no_site"
+	dropOverload  = "overload"
+	dropNoAddress = "no_address"
+	dropSendError = "send_error"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	replies  *prometheus.CounterVec
+	dropped  *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+	expired  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "branchbox_dhcp_requests_total", Help: "DHCP requests received and parsed, by message type.",
+		}, []string{"type"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "branchbox_dhcp_replies_total", Help: "DHCP replies sent, by message type.",
+		}, []string{"type"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "branchbox_dhcp_dropped_total", Help: "DHCP packets dropped without a reply, by reason.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "branchbox_dhcp_handle_seconds",
+			Help:    "Time from receiving a request to sending its reply, including the lease commit.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"type"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "branchbox_dhcp_in_flight", Help: "Requests being handled right now.",
+		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "branchbox_dhcp_leases_expired_total", Help: "Leases reclaimed by expiry sweeps.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.replies, m.dropped, m.latency, m.inFlight, m.expired} {
+		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,94 @@
+package server
+
+import (
+	"net"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/branchbox/branchbox/plugins/dhcp/chain"
+)
+
+// process turns one received datagram into a reply and where to send it,
+// or nil to send nothing. iface is the receiving interface, "" for the
+// relay listener. It never panics on any input: see FuzzProcess.
+func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	if !s.store.IsLeader() {
+		s.m.dropped.WithLabelValues(dropNotLeader).Inc()
+		return nil, nil
+	}
+	req, err := dhcpv4.FromBytes(pkt)
+	if err != nil {
+		s.m.dropped.WithLabelValues(dropMalformed).Inc()
+		return nil, nil
+	}
+	if reason := invalid(req); reason != "" {
+		s.m.dropped.WithLabelValues(reason).Inc()
+		return nil, nil
+	}
+	mt := req.MessageType()
+	s.m.requests.WithLabelValues(mt.String()).Inc()
+	st := s.sites.Load().forRequest(iface, req)
+	if st == nil {
+		// Also the normal fate of a broadcast from a directly attached LAN
+		// seen a second time by the unbound relay listener.
+		s.m.dropped.WithLabelValues(dropNoSite).Inc()
+		return nil, nil
+	}
+	resp, err := dhcpv4.NewReplyFromRequest(req)
+	if err != nil {
+		s.m.dropped.WithLabelValues(dropMalformed).Inc()
+		return nil, nil
+	}
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
+		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
+	}
+	if mt == dhcpv4.MessageTypeInform {
+		resp.ClientIPAddr = req.ClientIPAddr
+	}
+	resp = st.chain.Run(req, resp)
+	if resp == nil {
+		return nil, nil
+	}
+	if !chain.IsNAK(resp) && mt != dhcpv4.MessageTypeInform && !chain.IsSet(resp.YourIPAddr) {
+		s.m.dropped.WithLabelValues(dropNoAddress).Inc()
+		return nil, nil
+	}
+	return resp, s.destination(req, resp)
+}
+
+// invalid names why a parsed packet is not a request we serve, or "".
+func invalid(req *dhcpv4.DHCPv4) string {
+	switch {
+	case req.OpCode != dhcpv4.OpcodeBootRequest:
+		return dropWrongOp
+	case req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6:
+		return dropHWType
+	}
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeRelease,
+		dhcpv4.MessageTypeDecline, dhcpv4.MessageTypeInform:
+		return ""
+	}
+	return dropMsgType
+}
+
+// destination follows RFC 2131 4.1: through the relay when there is one,
+// to ciaddr when the client has an address, else broadcast on the link
+// (the socket is bound to the site's interface). Broadcasting rather than
+// unicasting to yiaddr avoids writing raw frames and every client accepts it.
+func (s *Server) destination(req, resp *dhcpv4.DHCPv4) *net.UDPAddr {
+	if chain.IsSet(req.GatewayIPAddr) {
+		if chain.IsNAK(resp) {
+			resp.SetBroadcast()
+		}
+		return &net.UDPAddr{IP: req.GatewayIPAddr.To4(), Port: s.serverPort}
+	}
+	if !chain.IsNAK(resp) && chain.IsSet(req.ClientIPAddr) {
+		return &net.UDPAddr{IP: req.ClientIPAddr.To4(), Port: s.clientPort}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: s.clientPort}
+}

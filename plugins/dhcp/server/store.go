@@ -1,0 +1,17 @@
+package server
+
+import (
+	"context"
+
+	"github.com/branchbox/branchbox/cluster"
+)
+
+// Store is the part of the replicated store the DHCP server uses.
+type Store interface {
+	Sites() []cluster.Site
+	Leases() []cluster.Lease
+	Lease(ip string) (cluster.Lease, bool)
+	Apply(ctx context.Context, cmd cluster.Command) error
+	IsLeader() bool
+	Watch() (<-chan struct{}, func())
+}

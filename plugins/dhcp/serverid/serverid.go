@@ -1,0 +1,31 @@
+// Package serverid is the server_id plugin: it stamps option 54 with the
+// appliance's address facing the site and drops requests meant for
+// another server.
+package serverid
+
+import (
+	"fmt"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/branchbox/branchbox/plugins/dhcp/chain"
+)
+
+// Plugin registers as "server_id".
+var Plugin = chain.Plugin{Name: "server_id", Setup: setup}
+
+func setup(env chain.Env) (chain.Handler, error) {
+	id := env.ServerIP.To4()
+	if id == nil || id.IsUnspecified() {
+		return nil, fmt.Errorf("site %q: no IPv4 server address (got %v)", env.Site.Name, env.ServerIP)
+	}
+	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
+		// A client that names another server in REQUEST, RELEASE or DECLINE
+		// has chosen that server; answering would fight it.
+		if theirs := req.ServerIdentifier(); theirs != nil && !theirs.Equal(id) {
+			return nil, true
+		}
+		resp.UpdateOption(dhcpv4.OptServerIdentifier(id))
+		return resp, false
+	}, nil
+}

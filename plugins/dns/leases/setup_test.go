@@ -1,0 +1,68 @@
+package leases
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/coredns/caddy"
+
+	"github.com/branchbox/branchbox/cluster"
+	"github.com/branchbox/branchbox/plugins/dns/internal/zone"
+)
+
+func TestParse(t *testing.T) {
+	table := NewTable(cluster.NewMemory())
+	remove, err := Register("setup-test", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	tests := []struct {
+		input   string
+		wantErr string
+		wantTTL uint32
+		fall    bool
+	}{
+		{input: "leases setup-test", wantTTL: zone.DefaultTTL},
+		{input: "leases setup-test {\n ttl 5\n fallthrough\n}", wantTTL: 5, fall: true},
+		{input: "leases", wantErr: "Wrong argument count"},
+		{input: "leases a b", wantErr: "Wrong argument count"},
+		{input: "leases missing", wantErr: `no table registered as "missing"`},
+		{input: "leases setup-test {\n ttl 0\n}", wantErr: "want whole seconds"},
+		{input: "leases setup-test {\n ttl 30s\n}", wantErr: "want whole seconds"},
+		{input: "leases setup-test {\n ttl 86401\n}", wantErr: "want whole seconds"},
+		{input: "leases setup-test {\n ttl\n}", wantErr: "Wrong argument count"},
+		{input: "leases setup-test {\n fallthrough example.com\n}", wantErr: "Wrong argument count"},
+		{input: "leases setup-test {\n cache 5\n}", wantErr: `unknown property "cache"`},
+		{input: "leases setup-test\nleases setup-test", wantErr: "only be used once"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.input, func(t *testing.T) {
+			p, err := parse(caddy.NewTestController("dns", tc.input))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.TTL != tc.wantTTL || p.Fallthrough != tc.fall || p.Table != table {
+				t.Fatalf("parsed %+v", p)
+			}
+		})
+	}
+}
+
+func TestRegisterTwice(t *testing.T) {
+	table := NewTable(cluster.NewMemory())
+	remove, err := Register("twice", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	if _, err := Register("twice", table); err == nil {
+		t.Fatal("second registration under one id succeeded")
+	}
+}

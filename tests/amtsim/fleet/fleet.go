@@ -1,0 +1,276 @@
+// Package fleet runs many simulated devices in one process: each gets a
+// macvlan interface (its own MAC) on a parent interface of the current
+// network namespace, boots through DHCP, listens on its own 16993 and sends
+// its own hellos.
+package fleet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/branchbox/branchbox/tests/amtsim/boot"
+	"github.com/branchbox/branchbox/tests/amtsim/device"
+	"github.com/branchbox/branchbox/tests/amtsim/wsman"
+)
+
+// Config describes a fleet.
+type Config struct {
+	Count     int
+	Interface string // parent interface for the macvlans
+	// DeviceConfig returns the configuration of device i (1-based).
+	DeviceConfig func(i int) (device.Config, error)
+	Schedule     boot.Schedule
+	HelloPort    int
+	ServerName   string
+	DHCPTimeout  time.Duration
+	StatusJSON   bool      // state-change lines as JSON instead of text
+	Out          io.Writer // state-change lines
+	Log          *slog.Logger
+}
+
+// DeviceStatus is one entry of the status endpoint.
+type DeviceStatus struct {
+	Index     int    `json:"index"`
+	Interface string `json:"interface"`
+	MAC       string `json:"mac"`
+	IP        string `json:"ip,omitempty"`
+	device.Status
+	HellosSent int `json:"hellos_sent"`
+}
+
+type member struct {
+	index int
+	link  string
+	mac   net.HardwareAddr
+	dev   *device.Device
+
+	mu     sync.Mutex
+	ip     net.IP
+	hellos int
+}
+
+// Fleet is a running set of devices.
+type Fleet struct {
+	cfg     Config
+	members []*member
+	outMu   sync.Mutex
+}
+
+// New creates the devices (not yet their interfaces).
+func New(cfg Config) (*Fleet, error) {
+	if cfg.Count < 1 {
+		return nil, errors.New("fleet: count must be at least 1")
+	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.DHCPTimeout == 0 {
+		cfg.DHCPTimeout = 5 * time.Second
+	}
+	f := &Fleet{cfg: cfg}
+	for i := 1; i <= cfg.Count; i++ {
+		dc, err := cfg.DeviceConfig(i)
+		if err != nil {
+			return nil, fmt.Errorf("device %d: %w", i, err)
+		}
+		m := &member{index: i, link: fmt.Sprintf("as%d-%d", os.Getpid(), i), mac: macFor(dc.UUID[:])}
+		dc.OnChange = func(s device.Status) { f.print(m, s) }
+		if m.dev, err = device.New(dc); err != nil {
+			return nil, fmt.Errorf("device %d: %w", i, err)
+		}
+		f.members = append(f.members, m)
+	}
+	return f, nil
+}
+
+// macFor derives a stable, locally administered unicast MAC from the UUID.
+func macFor(uuid []byte) net.HardwareAddr {
+	s := sha256.Sum256(uuid)
+	mac := net.HardwareAddr(s[:6])
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}
+
+func (m *member) status() DeviceStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ds := DeviceStatus{Index: m.index, Interface: m.link, MAC: m.mac.String(), Status: m.dev.Status(), HellosSent: m.hellos}
+	if m.ip != nil {
+		ds.IP = m.ip.String()
+	}
+	return ds
+}
+
+// Status returns every device's status.
+func (f *Fleet) Status() []DeviceStatus {
+	out := make([]DeviceStatus, 0, len(f.members))
+	for _, m := range f.members {
+		out = append(out, m.status())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out
+}
+
+// print writes one state-change line.
+func (f *Fleet) print(m *member, s device.Status) {
+	ds := m.status()
+	ds.Status = s
+	f.outMu.Lock()
+	defer f.outMu.Unlock()
+	PrintStatus(f.cfg.Out, ds, f.cfg.StatusJSON)
+}
+
+// PrintStatus writes a status as a text line or a JSON line.
+func PrintStatus(w io.Writer, ds DeviceStatus, asJSON bool) {
+	if asJSON {
+		b, _ := json.Marshal(ds)
+		fmt.Fprintln(w, string(b))
+		return
+	}
+	line := fmt.Sprintf("%s device=%d uuid=%s mac=%s ip=%s state=%s control_mode=%s event=%s",
+		time.Now().UTC().Format(time.RFC3339), ds.Index, ds.UUID, ds.MAC, ds.IP, ds.State, ds.ControlMode, ds.Event)
+	if ds.LastError != "" {
+		line += fmt.Sprintf(" last_error=%q", ds.LastError)
+	}
+	fmt.Fprintln(w, line)
+}
+
+// StatusHandler serves the fleet's status as JSON.
+func (f *Fleet) StatusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(f.Status())
+	})
+}
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func sysctl(link, key, value string) error {
+	return os.WriteFile(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/%s", link, key), []byte(value), 0o644)
+}
+
+// createLink makes the device's macvlan. ARP and reverse-path settings keep
+// many addresses of one subnet in one namespace from answering for each other.
+func (f *Fleet) createLink(m *member) error {
+	if err := run("ip", "link", "add", m.link, "link", f.cfg.Interface, "address", m.mac.String(), "type", "macvlan", "mode", "bridge"); err != nil {
+		return err
+	}
+	for k, v := range map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"} {
+		if err := sysctl(m.link, k, v); err != nil {
+			return fmt.Errorf("%s: %w", m.link, err)
+		}
+	}
+	return run("ip", "link", "set", m.link, "up")
+}
+
+// Run brings the fleet up and blocks until ctx ends; interfaces are removed
+// on return.
+func (f *Fleet) Run(ctx context.Context) error {
+	if err := run("ip", "link", "set", f.cfg.Interface, "up"); err != nil {
+		return err
+	}
+	defer func() {
+		for _, m := range f.members {
+			_ = run("ip", "link", "del", m.link)
+		}
+	}()
+	for _, m := range f.members {
+		if err := f.createLink(m); err != nil {
+			return fmt.Errorf("device %d: %w", m.index, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, m := range f.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.boot(ctx, m)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// boot is one device's life: DHCP until it gets an address, then the
+// remote interface and hellos until ctx ends.
+func (f *Fleet) boot(ctx context.Context, m *member) {
+	log := f.cfg.Log.With("device", m.index, "uuid", m.dev.UUID().String(), "link", m.link)
+	var lease boot.Lease
+	for {
+		var err error
+		if lease, err = boot.AcquireLease(ctx, m.link, f.cfg.DHCPTimeout); err == nil {
+			break
+		}
+		m.dev.Note("dhcp: %v", err)
+		log.Warn("no DHCP lease yet", "err", err.Error())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if err := boot.ConfigureAddress(m.link, lease); err != nil {
+		m.dev.Note("address: %v", err)
+		log.Error("cannot configure address", "err", err.Error())
+		return
+	}
+	m.mu.Lock()
+	m.ip = lease.IP
+	m.mu.Unlock()
+	m.dev.SetDHCPSuffix(lease.Domain)
+	log.Info("DHCP lease", "lease", lease.String())
+	f.print(m, withEvent(m.dev.Status(), "dhcp-bound"))
+
+	lc := net.ListenConfig{Control: boot.BindToDevice(m.link)}
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(lease.IP.String(), "16993"))
+	if err != nil {
+		m.dev.Note("listen 16993: %v", err)
+		log.Error("cannot listen on 16993", "err", err.Error())
+		return
+	}
+	go func() {
+		if err := wsman.ServeRemote(ctx, m.dev, ln); err != nil {
+			log.Error("16993 server stopped", "err", err.Error())
+		}
+	}()
+	h := &boot.Hello{
+		Device: m.dev, Interface: m.link, LocalIP: lease.IP, DNS: lease.DNS,
+		ServerName: f.cfg.ServerName, Port: f.cfg.HelloPort, Schedule: f.cfg.Schedule, Log: log,
+		OnSent: func(retry uint32, server string, err error) {
+			if err != nil {
+				m.dev.Note("hello %d: %v", retry, err)
+				return
+			}
+			m.mu.Lock()
+			m.hellos++
+			m.mu.Unlock()
+		},
+	}
+	h.Run(ctx)
+}
+
+func withEvent(s device.Status, e string) device.Status {
+	s.Event = e
+	return s
+}

@@ -1,0 +1,158 @@
+package wsman
+
+import (
+	"encoding/xml"
+	"fmt"
+	"strings"
+)
+
+// Namespaces and actions of WS-Management as AMT speaks it.
+const (
+	nsSOAP  = "http://www.w3.org/2003/05/soap-envelope"
+	nsAddr  = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+	nsWSMan = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
+	nsEnum  = "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
+
+	actGet       = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
+	actEnumerate = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
+	actPull      = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"
+	actFault     = "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault"
+	anonymous    = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
+
+	amtBase = "http://intel.com/wbem/wscim/1/amt-schema/1/"
+	ipsBase = "http://intel.com/wbem/wscim/1/ips-schema/1/"
+	cimBase = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
+)
+
+// classNamespace maps a class name to its resource URI / XML namespace.
+func classNamespace(class string) string {
+	switch {
+	case strings.HasPrefix(class, "AMT_"):
+		return amtBase + class
+	case strings.HasPrefix(class, "IPS_"):
+		return ipsBase + class
+	case strings.HasPrefix(class, "CIM_"):
+		return cimBase + class
+	}
+	return ""
+}
+
+// request is the part of a WS-Man request the device acts on.
+type request struct {
+	action      string
+	resourceURI string
+	class       string
+	messageID   string
+	selectors   map[string]string
+	input       *node // first element inside Body, nil when empty
+}
+
+func parseRequest(env *node) (*request, error) {
+	if env.Name != "Envelope" || env.Space != nsSOAP {
+		return nil, fmt.Errorf("root element {%s}%s is not a SOAP 1.2 Envelope", env.Space, env.Name)
+	}
+	hdr, body := env.child("Header"), env.child("Body")
+	if hdr == nil || body == nil {
+		return nil, fmt.Errorf("envelope without Header or Body")
+	}
+	r := &request{
+		action:      hdr.child("Action").text(),
+		resourceURI: hdr.child("ResourceURI").text(),
+		messageID:   hdr.child("MessageID").text(),
+		selectors:   map[string]string{},
+	}
+	if r.action == "" || r.resourceURI == "" {
+		return nil, fmt.Errorf("header lacks Action or ResourceURI")
+	}
+	r.class = r.resourceURI[strings.LastIndex(r.resourceURI, "/")+1:]
+	for _, s := range hdr.path("SelectorSet").childrenNamed("Selector") {
+		r.selectors[s.attr("Name")] = s.text()
+	}
+	if len(body.Children) > 0 {
+		r.input = body.Children[0]
+	}
+	return r, nil
+}
+
+func (n *node) childrenNamed(name string) []*node {
+	if n == nil {
+		return nil
+	}
+	var out []*node
+	for _, c := range n.Children {
+		if c.Name == name {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// field is one property of a returned instance; repeated values render as
+// repeated elements (AllowedControlModes).
+type field struct {
+	name   string
+	values []string
+}
+
+func f(name string, v any) field { return field{name: name, values: []string{fmt.Sprint(v)}} }
+
+type instance struct {
+	class  string
+	fields []field
+}
+
+func esc(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
+// render writes an instance with prefix p bound to its class namespace.
+func (in instance) render(p string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `<%s:%s xmlns:%s="%s">`, p, in.class, p, classNamespace(in.class))
+	for _, fl := range in.fields {
+		for _, v := range fl.values {
+			fmt.Fprintf(&b, `<%s:%s>%s</%s:%s>`, p, fl.name, esc(v), p, fl.name)
+		}
+	}
+	fmt.Fprintf(&b, `</%s:%s>`, p, in.class)
+	return b.String()
+}
+
+// envelope builds a response the way AMT lays it out: prefixes a (SOAP),
+// b (addressing), c (wsman), body content supplied by the caller.
+func envelope(action, relatesTo, resourceURI, messageID, body string) string {
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>`)
+	fmt.Fprintf(&b, `<a:Envelope xmlns:a="%s" xmlns:b="%s" xmlns:c="%s" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">`, nsSOAP, nsAddr, nsWSMan)
+	fmt.Fprintf(&b, `<a:Header><b:To>%s</b:To><b:RelatesTo>%s</b:RelatesTo><b:Action a:mustUnderstand="true">%s</b:Action><b:MessageID>%s</b:MessageID>`,
+		anonymous, esc(relatesTo), esc(action), messageID)
+	if resourceURI != "" {
+		fmt.Fprintf(&b, `<c:ResourceURI>%s</c:ResourceURI>`, esc(resourceURI))
+	}
+	b.WriteString(`</a:Header><a:Body>`)
+	b.WriteString(body)
+	b.WriteString(`</a:Body></a:Envelope>`)
+	return b.String()
+}
+
+// faultBody is a SOAP 1.2 fault with a WS-Addressing / WS-Man subcode.
+func faultBody(subcode, reason string) string {
+	return fmt.Sprintf(`<a:Fault><a:Code><a:Value>a:Sender</a:Value><a:Subcode><a:Value>%s</a:Value></a:Subcode></a:Code><a:Reason><a:Text xml:lang="en-US">%s</a:Text></a:Reason><a:Detail></a:Detail></a:Fault>`,
+		subcode, esc(reason))
+}
+
+// outputBody is a method's <g:Method_OUTPUT> with ReturnValue last.
+func outputBody(class, method string, rv int, extra ...field) string {
+	in := instance{class: method + "_OUTPUT", fields: append(extra, f("ReturnValue", rv))}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<g:%s xmlns:g="%s">`, in.class, classNamespace(class))
+	for _, fl := range in.fields {
+		for _, v := range fl.values {
+			fmt.Fprintf(&b, `<g:%s>%s</g:%s>`, fl.name, esc(v), fl.name)
+		}
+	}
+	fmt.Fprintf(&b, `</g:%s>`, in.class)
+	return b.String()
+}
