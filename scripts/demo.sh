@@ -55,7 +55,8 @@ cleanup() {
 	done
 	ip netns del "$LAN" 2>/dev/null || true
 	ip netns del "$APP" 2>/dev/null || true
-	if [ "${DEMO_KEEP:-}" = 1 ] || [ $status -ne 0 ]; then
+	# A failed run keeps its logs for a look; success and Ctrl-C leave nothing.
+	if [ "${DEMO_KEEP:-}" = 1 ] || [ $status -eq 1 ]; then
 		echo "demo: logs and config kept in $WORK" >&2
 	else
 		rm -rf "$WORK"
@@ -118,7 +119,9 @@ EOF
 ctl() { in_app "$BIN/branchbox" ctl --config "$WORK/branchbox.yaml" "$@"; }
 
 echo "demo: branch LAN 10.77.0.0/24 in $LAN, branchbox on 10.77.0.1 in $APP, site domain $DOMAIN"
-in_app "$BIN/branchbox" serve --config "$WORK/branchbox.yaml" >"$WORK/branchbox.log" 2>&1 &
+# Started directly (not through a shell function) so $! is the process
+# itself: ip netns exec execs the program in place.
+ip netns exec "$APP" "$BIN/branchbox" serve --config "$WORK/branchbox.yaml" >"$WORK/branchbox.log" 2>&1 &
 BOX_PID=$!
 i=0
 until ctl --output json status 2>/dev/null | grep -q '"role": "leader"'; do
@@ -130,7 +133,7 @@ done
 
 echo "demo: starting $N factory-fresh AMT devices (custom root hash ${ROOT_HASH%"${ROOT_HASH#????????????????}"}...)"
 # Short hello retries: the demo need not wait minutes for a retry.
-in_lan "$BIN/amtsim" --count "$N" --interface lan0 --custom-root-hash "$ROOT_HASH" \
+ip netns exec "$LAN" "$BIN/amtsim" --count "$N" --interface lan0 --custom-root-hash "$ROOT_HASH" \
 	--hello-schedule 20x3s,100x10s --status-listen 127.0.0.1:16999 \
 	>"$WORK/amtsim.log" 2>&1 &
 SIM_PID=$!

@@ -190,6 +190,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	if err := run("ip", "link", "set", f.cfg.Interface, "up"); err != nil {
 		return err
 	}
+	// The parent sees every broadcast its macvlans see; it must not answer
+	// ARP for their addresses with its own MAC.
+	if err := sysctl(f.cfg.Interface, "arp_ignore", "1"); err != nil {
+		return fmt.Errorf("%s: %w", f.cfg.Interface, err)
+	}
 	defer func() {
 		for _, m := range f.members {
 			_ = run("ip", "link", "del", m.link)
@@ -252,6 +257,17 @@ func (f *Fleet) boot(ctx context.Context, m *member) {
 	go func() {
 		if err := wsman.ServeRemote(ctx, m.dev, ln); err != nil {
 			log.Error("16993 server stopped", "err", err.Error())
+		}
+	}()
+	httpLn, err := lc.Listen(ctx, "tcp", net.JoinHostPort(lease.IP.String(), "16992"))
+	if err != nil {
+		m.dev.Note("listen 16992: %v", err)
+		log.Error("cannot listen on 16992", "err", err.Error())
+		return
+	}
+	go func() {
+		if err := wsman.ServeRemoteHTTP(ctx, m.dev, httpLn); err != nil {
+			log.Error("16992 server stopped", "err", err.Error())
 		}
 	}()
 	h := &boot.Hello{

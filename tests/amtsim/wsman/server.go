@@ -38,11 +38,12 @@ func TLSConfig(dev *device.Device) *tls.Config {
 	}
 }
 
-// gatedListener drops connections while the device's remote interface is
-// down (window closed, not provisioned, rebooting).
+// gatedListener drops connections while up() is false (window closed, not
+// provisioned, rebooting).
 type gatedListener struct {
 	net.Listener
 	dev *device.Device
+	up  func() bool
 }
 
 func (l gatedListener) Accept() (net.Conn, error) {
@@ -51,7 +52,7 @@ func (l gatedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.dev.RemoteReachable() {
+		if l.up() {
 			return c, nil
 		}
 		if tcp, ok := c.(*net.TCPConn); ok {
@@ -64,7 +65,19 @@ func (l gatedListener) Accept() (net.Conn, error) {
 
 // ServeRemote runs the TLS WS-Man endpoint (port 16993) on ln until ctx ends.
 func ServeRemote(ctx context.Context, dev *device.Device, ln net.Listener) error {
-	return serve(ctx, dev, tls.NewListener(gatedListener{Listener: ln, dev: dev}, TLSConfig(dev)), device.Remote)
+	gated := gatedListener{Listener: ln, dev: dev, up: dev.RemoteReachable}
+	return serve(ctx, dev, tls.NewListener(gated, TLSConfig(dev)), device.Remote)
+}
+
+// ServeRemoteHTTP runs the plain-HTTP remote endpoint (port 16992): it is up
+// only once the device is provisioned, as AMT without TLS configured offers
+// its management interface there.
+func ServeRemoteHTTP(ctx context.Context, dev *device.Device, ln net.Listener) error {
+	up := func() bool {
+		st, _ := dev.State()
+		return st == device.PostProvisioning && dev.RemoteReachable()
+	}
+	return serve(ctx, dev, gatedListener{Listener: ln, dev: dev, up: up}, device.Remote)
 }
 
 // ServeLocal runs the plain-HTTP host-side endpoint (LMS, port 16992) on ln.

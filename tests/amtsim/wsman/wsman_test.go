@@ -567,3 +567,30 @@ func TestLegacyProfileTLS(t *testing.T) {
 		t.Fatalf("negotiated %x/%x", st.Version, st.CipherSuite)
 	}
 }
+
+func TestRemoteHTTPOnlyAfterProvisioning(t *testing.T) {
+	fx := start(t, true, true, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeRemoteHTTP(ctx, fx.dev, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	url := "http://" + ln.Addr().String() + "/wsman"
+	get := amt.NewMessages().GeneralSettings.Get()
+	if _, err := gwsman.NewClient(url, "admin", "admin", true).Post(get); err == nil {
+		t.Fatal("16992 answered before provisioning")
+	}
+	if rv := fx.dev.SetMEBxPassword(newMEBx); rv != 0 {
+		t.Fatal(rv)
+	}
+	if rv := fx.dev.CommitChanges(); rv != 0 {
+		t.Fatal(rv)
+	}
+	// No SetAdminAclEntryEx: the admin password is the new MEBx password.
+	if _, err := gwsman.NewClient(url, "admin", newMEBx, true).Post(get); err != nil {
+		t.Fatalf("16992 after provisioning: %v", err)
+	}
+}

@@ -357,6 +357,11 @@ func TestFleetBootsAndProvisions(t *testing.T) {
 		if err != nil || !strings.Contains(string(resp), "<g:ProvisioningState>2</g:ProvisioningState>") {
 			t.Fatalf("%s after provisioning: %v\n%s", ip, err, resp)
 		}
+		plain := gwsman.NewClient("http://"+ip+":16992/wsman", "admin", "Adm1n-Pass!", true)
+		plain.Transport = &http.Transport{DialContext: nsDial(l.srv)}
+		if _, err := plain.Post(amt.NewMessages().GeneralSettings.Get()); err != nil {
+			t.Fatalf("%s:16992 after provisioning: %v", ip, err)
+		}
 	}
 
 	links, err := exec.Command("ip", "-n", l.dev, "-br", "link").Output()
@@ -373,6 +378,10 @@ func TestFleetBootsAndProvisions(t *testing.T) {
 			t.Fatalf("status entry %+v (uuid by hello %q)", s, uuids[s.IP])
 		}
 		macs[s.MAC] = true
+		// The server must have learnt each address with the device's own MAC.
+		if neigh, _ := exec.Command("ip", "-n", l.srv, "neigh", "show", s.IP).Output(); !strings.Contains(string(neigh), s.MAC) {
+			t.Fatalf("%s resolves to %q, not %s", s.IP, strings.TrimSpace(string(neigh)), s.MAC)
+		}
 	}
 	linesMu.Lock()
 	out := strings.Join(lines, "\n")

@@ -27,6 +27,7 @@ WS-Management on /wsman.`)
 		fs.PrintDefaults()
 	}
 	listen := fs.String("listen", "127.0.0.1:16993", "TLS (remote, 16993) address")
+	httpListen := fs.String("http-listen", "", "optional plain-HTTP remote (16992) address, up once the device is provisioned")
 	localListen := fs.String("local-listen", "", "optional plain-HTTP host-side (LMS, 16992) address for host-based setup; user $$OsAdmin, password --local-password")
 	domain := fs.String("domain", "", "the device's DNS suffix (as DHCP option 15 would set it); required")
 	uuidFlag := fs.String("uuid", "", "device UUID (default random)")
@@ -76,6 +77,14 @@ WS-Management on /wsman.`)
 	errc := make(chan error, 2)
 	go func() { errc <- wsman.ServeRemote(ctx, dev, ln) }()
 	servers := 1
+	if *httpListen != "" {
+		hln, err := net.Listen("tcp", *httpListen)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		servers++
+		go func() { errc <- wsman.ServeRemoteHTTP(ctx, dev, hln) }()
+	}
 	if *localListen != "" {
 		lln, err := net.Listen("tcp", *localListen)
 		if err != nil {

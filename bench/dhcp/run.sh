@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# DHCP leases/s side by side: branchbox, Kea and dnsmasq serve the same
+# pool in the same network-namespace set-up, one after the other in one
+# run, each driven by perfdhcp (which acts as a relay, so this measures the
+# giaddr path). Prints a markdown table on stdout; progress goes to stderr.
+#
+# Usage: bench/dhcp/run.sh            (as root, from the repository root)
+# Environment: BRANCHBOX_BIN (default bin/branchbox), RATE (offered DORA/s,
+# default 4000), DURATION (seconds, default 10), CLIENTS (default 10000),
+# SERVERS (default "branchbox kea dnsmasq").
+# Debian packages: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base,
+# util-linux (taskset), iproute2.
+set -euo pipefail
+
+BIN=${BRANCHBOX_BIN:-bin/branchbox}
+RATE=${RATE:-4000}
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-10000}
+SERVERS=${SERVERS:-branchbox kea dnsmasq}
+
+log() { echo "bench/dhcp: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+for p in perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server dnsmasq:dnsmasq-base taskset:util-linux ip:iproute2; do
+	command -v "${p%%:*}" >/dev/null || die "${p%%:*} missing: apt-get install ${p#*:}"
+done
+[ -x "$BIN" ] || die "$BIN missing: run make build"
+BIN=$(realpath "$BIN")
+
+SRV=bbbench-srv-$$
+CLI=bbbench-cli-$$
+WORK=$(mktemp -d /tmp/bench-dhcp.XXXXXX)
+SERVER_PID=
+
+stop_server() {
+	if [ -n "$SERVER_PID" ]; then
+		kill "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+		SERVER_PID=
+	fi
+}
+cleanup() {
+	stop_server
+	ip netns del "$SRV" 2>/dev/null || true
+	ip netns del "$CLI" 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# server 10.77.0.1 (CPU 0) <-veth-> perfdhcp 10.77.0.2 (CPU 1), the relay
+# address perfdhcp puts in giaddr.
+ip netns add "$SRV"
+ip netns add "$CLI"
+ip link add s0 netns "$SRV" type veth peer name c0 netns "$CLI"
+ip -n "$SRV" addr add 10.77.0.1/16 dev s0
+ip -n "$CLI" addr add 10.77.0.2/16 dev c0
+for ns in "$SRV" "$CLI"; do ip -n "$ns" link set lo up; done
+ip -n "$SRV" link set s0 up
+ip -n "$CLI" link set c0 up
+
+# Same pool, router, domain and lease time for every server.
+FIRST=10.77.1.0 LAST=10.77.255.254 ROUTER=10.77.0.2 DOMAIN=bench.example LEASE=3600
+
+start_branchbox() {
+	mkdir -p "$WORK/branchbox"
+	cat >"$WORK/branchbox/branchbox.yaml" <<-YAML
+	node:
+	  id: bench
+	  data_dir: $WORK/branchbox/data
+	  api: 127.0.0.1:18443
+	  log_level: warn
+	dns:
+	  listen: 127.0.0.1:15353
+	provisioner:
+	  listen: 127.0.0.1:19971
+	dhcp:
+	  relay_listen: "0.0.0.0:67"
+	sites:
+	  - name: bench
+	    domain: $DOMAIN
+	    relay: true
+	    subnet: 10.77.0.0/16
+	    range: [$FIRST, $LAST]
+	    router: $ROUTER
+	    lease_time: ${LEASE}s
+	YAML
+	ip netns exec "$SRV" taskset -c 0 "$BIN" serve --config "$WORK/branchbox/branchbox.yaml" >"$WORK/branchbox/log" 2>&1 &
+	SERVER_PID=$!
+}
+
+start_kea() {
+	mkdir -p "$WORK/kea"
+	cat >"$WORK/kea/kea-dhcp4.json" <<-JSON
+	{ "Dhcp4": {
+	    "interfaces-config": { "interfaces": ["s0"] },
+	    "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
+	                        "name": "$WORK/kea/leases.csv" },
+	    "multi-threading": { "enable-multi-threading": false },
+	    "valid-lifetime": $LEASE,
+	    "subnet4": [ { "id": 1, "subnet": "10.77.0.0/16",
+	                   "pools": [ { "pool": "$FIRST - $LAST" } ],
+	                   "option-data": [ { "name": "routers", "data": "$ROUTER" },
+	                                    { "name": "domain-name", "data": "$DOMAIN" },
+	                                    { "name": "domain-name-servers", "data": "10.77.0.1" } ] } ],
+	    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+	                   "output_options": [ { "output": "$WORK/kea/log" } ] } ]
+	} }
+	JSON
+	ip netns exec "$SRV" env KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
+		taskset -c 0 kea-dhcp4 -c "$WORK/kea/kea-dhcp4.json" >"$WORK/kea/out" 2>&1 &
+	SERVER_PID=$!
+}
+
+start_dnsmasq() {
+	mkdir -p "$WORK/dnsmasq"
+	ip netns exec "$SRV" taskset -c 0 dnsmasq --keep-in-foreground --port=0 --no-ping --dhcp-authoritative \
+		--quiet-dhcp --dhcp-lease-max=200000 --interface=s0 --user=root \
+		--pid-file="$WORK/dnsmasq/pid" --dhcp-leasefile="$WORK/dnsmasq/leases" \
+		--dhcp-range="$FIRST,$LAST,255.255.0.0,${LEASE}s" \
+		--dhcp-option=option:router,$ROUTER --dhcp-option=option:domain-name,$DOMAIN \
+		--dhcp-option=option:dns-server,10.77.0.1 >"$WORK/dnsmasq/log" 2>&1 &
+	SERVER_PID=$!
+}
+
+# wait_ready polls with single exchanges until the server answers.
+wait_ready() {
+	for _ in $(seq 60); do
+		kill -0 "$SERVER_PID" 2>/dev/null || return 1
+		if ip netns exec "$CLI" perfdhcp -4 -l 10.77.0.2 -n 1 -d 0.5 10.77.0.1 >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.5
+	done
+	return 1
+}
+
+# summarize turns perfdhcp -x t output into
+# "rate do_loss ra_loss do_p50 do_p99 ra_p50 ra_p99" (ms, %).
+summarize() {
+	awk '
+	/^Rate:/ { rate = $2 }
+	/^\*\*\*Statistics for: DISCOVER-OFFER/ { sec = "do" }
+	/^\*\*\*Statistics for: REQUEST-ACK/ { sec = "ra" }
+	/^drops ratio:/ { loss[sec] = $3 }
+	/^\*\*\*Timestamps for packets: DISCOVER-OFFER/ { ts = "do"; next }
+	/^\*\*\*Timestamps for packets: REQUEST-ACK/ { ts = "ra"; next }
+	/^sent \/ received:/ && ts != "" { d[ts, ++n[ts]] = ($6 - $4) * 1000 }
+	function pct(k, p,   i, j, t, m) {
+		m = n[k]; if (m == 0) return "-"
+		for (i = 1; i <= m; i++) v[i] = d[k, i]
+		for (i = 2; i <= m; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+		i = int(p * m + 0.999999); if (i < 1) i = 1
+		return sprintf("%.2f", v[i])
+	}
+	END { printf "%s %s %s %s %s %s %s\n", rate, loss["do"], loss["ra"], pct("do", .5), pct("do", .99), pct("ra", .5), pct("ra", .99) }
+	' "$1"
+}
+
+declare -A RESULT
+for server in $SERVERS; do
+	log "$server: starting"
+	"start_$server"
+	if ! wait_ready; then
+		log "$server did not answer; its log:"
+		cat "$WORK/$server"/log* "$WORK/$server"/out 2>/dev/null >&2 || true
+		stop_server
+		RESULT[$server]="failed"
+		continue
+	fi
+	log "$server: perfdhcp at $RATE DORA/s for ${DURATION}s, $CLIENTS clients"
+	ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l 10.77.0.2 -R "$CLIENTS" -p "$DURATION" -r "$RATE" -x t 10.77.0.1 \
+		>"$WORK/$server.perfdhcp" 2>&1 || true
+	stop_server
+	RESULT[$server]=$(summarize "$WORK/$server.perfdhcp")
+	log "$server: ${RESULT[$server]}"
+done
+
+rate_of() { [ "${RESULT[$1]:-failed}" = failed ] && echo 0 || echo "${RESULT[$1]%% *}"; }
+BB=$(rate_of branchbox)
+
+echo "### DHCP leases/s (perfdhcp, relayed, offered $RATE DORA/s, ${DURATION}s, $CLIENTS clients; server on CPU 0, perfdhcp on CPU 1)"
+echo
+echo "| server | leases/s | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | branchbox ÷ server |"
+echo "|---|---|---|---|---|---|"
+for server in $SERVERS; do
+	r=${RESULT[$server]:-failed}
+	if [ "$r" = failed ]; then
+		echo "| $server | failed | | | | |"
+		continue
+	fi
+	read -r rate dol ral dop50 dop99 rap50 rap99 <<<"$r"
+	ratio=$(awk -v a="$BB" -v b="$rate" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
+	echo "| $server | $rate | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $ratio |"
+done
+echo
+echo "branchbox commits every lease through raft (fsync'd) before its ACK; kea uses memfile with persist, dnsmasq its lease file."
