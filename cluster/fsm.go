@@ -79,6 +79,7 @@ func readSnapshot(r io.Reader) (*state, uint64, error) {
 			return nil, 0, fmt.Errorf("restore: %w", err)
 		}
 	}
+	st.reindex()
 	return st, snap.Applied, nil
 }
 

@@ -25,6 +25,34 @@ type state struct {
 	Leases   map[string]Lease   `json:"leases"` // by IP
 	Audit    []AuditEntry       `json:"audit"`
 	AuditSeq uint64             `json:"audit_seq"`
+
+	// bound indexes the bound lease of each (site, client) so a commit
+	// does not scan every lease; it is derived, never serialised.
+	bound map[clientKey]string
+}
+
+type clientKey struct{ site, client string }
+
+// reindex rebuilds the derived indexes after a restore.
+func (s *state) reindex() {
+	s.bound = make(map[clientKey]string, len(s.Leases))
+	for ip, l := range s.Leases {
+		if l.State == LeaseBound {
+			s.bound[clientKey{l.Site, l.ClientID}] = ip
+		}
+	}
+}
+
+func (s *state) dropLease(ip string) {
+	l, ok := s.Leases[ip]
+	if !ok {
+		return
+	}
+	k := clientKey{l.Site, l.ClientID}
+	if s.bound[k] == ip {
+		delete(s.bound, k)
+	}
+	delete(s.Leases, ip)
 }
 
 func newState() *state {
@@ -35,6 +63,7 @@ func newState() *state {
 		OTPs:     map[string]OTP{},
 		PSKs:     map[string]PSKPair{},
 		Leases:   map[string]Lease{},
+		bound:    map[clientKey]string{},
 	}
 }
 
@@ -110,11 +139,11 @@ func (s *state) apply(cmd Command) error {
 		if !ok || l.ClientID != c.ClientID {
 			return fmt.Errorf("lease %s: %w", c.IP, ErrNotFound)
 		}
-		delete(s.Leases, c.IP)
+		s.dropLease(c.IP)
 	case *LeaseExpire:
 		for ip, l := range s.Leases {
 			if !l.Expires.After(c.Time) {
-				delete(s.Leases, ip)
+				s.dropLease(ip)
 			}
 		}
 	case *Audit:
@@ -193,12 +222,15 @@ func (s *state) leaseCAS(c *LeaseCAS) error {
 	if l.State == "" {
 		l.State = LeaseBound
 	}
+	if cur, ok := s.Leases[l.IP]; ok {
+		s.dropLease(cur.IP)
+	}
 	if l.State == LeaseBound {
-		for ip, other := range s.Leases {
-			if ip != l.IP && other.Site == l.Site && other.ClientID == l.ClientID && other.State == LeaseBound {
-				delete(s.Leases, ip)
-			}
+		k := clientKey{l.Site, l.ClientID}
+		if old, ok := s.bound[k]; ok && old != l.IP {
+			s.dropLease(old)
 		}
+		s.bound[k] = l.IP
 	}
 	s.Leases[l.IP] = l
 	return nil

@@ -123,11 +123,14 @@ start_dnsmasq() {
 	SERVER_PID=$!
 }
 
-# wait_ready polls with single exchanges until the server answers.
+# wait_ready polls with one-second trickles until the server answers
+# (perfdhcp -n 1 exits before a reply can arrive).
 wait_ready() {
 	for _ in $(seq 60); do
 		kill -0 "$SERVER_PID" 2>/dev/null || return 1
-		if ip netns exec "$CLI" perfdhcp -4 -l 10.77.0.2 -n 1 -d 0.5 10.77.0.1 >/dev/null 2>&1; then
+		got=$(ip netns exec "$CLI" perfdhcp -4 -l 10.77.0.2 -R 10 -p 1 -r 10 10.77.0.1 2>/dev/null |
+			awk '/^received packets:/ { print $3; exit }')
+		if [ "${got:-0}" -gt 0 ]; then
 			return 0
 		fi
 		sleep 0.5

@@ -7,7 +7,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
-// FuzzProcess feeds arbitrary datagrams to the request path, as received
+// FuzzProcess feeds arbitrary datagrams to the request path (and the read
+// loop's DISCOVER peek), as received
 // on a site interface and on the relay listener. It must never panic, and
 // whatever it answers must be a well-formed reply that encodes.
 func FuzzProcess(f *testing.F) {
@@ -19,6 +20,7 @@ func FuzzProcess(f *testing.F) {
 	f.Add([]byte{1, 1, 6, 0})
 	s, _ := newTestServer(f, nil)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
+		isDiscover(pkt) // the read loop's peek must survive anything too
 		for _, iface := range []string{"eth-b1", ""} {
 			reply, dst := s.process(iface, pkt)
 			if reply == nil {

@@ -14,9 +14,12 @@ const (
 	dropHWType    = "bad_hw"
 	dropMsgType   = "bad_message_type"
 	dropNoSite    = "no_site"
-	dropOverload  = "overload"
-	dropNoAddress = "no_address"
-	dropSendError = "send_error"
+	// A link broadcast seen by the relay listener; normal, not an error.
+	dropLinkBroadcast = "link_broadcast_on_relay_listener"
+	dropOverload      = "overload"
+	dropStale         = "stale"
+	dropNoAddress     = "no_address"
+	dropSendError     = "send_error"
 )
 
 type metrics struct {

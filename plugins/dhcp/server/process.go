@@ -30,9 +30,13 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 	s.m.requests.WithLabelValues(mt.String()).Inc()
 	st := s.sites.Load().forRequest(iface, req)
 	if st == nil {
-		// Also the normal fate of a broadcast from a directly attached LAN
-		// seen a second time by the unbound relay listener.
-		s.m.dropped.WithLabelValues(dropNoSite).Inc()
+		reason := dropNoSite
+		if iface == "" && !chain.IsSet(req.GatewayIPAddr) && !chain.IsSet(req.ClientIPAddr) {
+			// The unbound relay listener also sees every broadcast from a
+			// directly attached LAN, which that LAN's socket answers.
+			reason = dropLinkBroadcast
+		}
+		s.m.dropped.WithLabelValues(reason).Inc()
 		return nil, nil
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req)
@@ -91,4 +95,27 @@ func (s *Server) destination(req, resp *dhcpv4.DHCPv4) *net.UDPAddr {
 		return &net.UDPAddr{IP: req.ClientIPAddr.To4(), Port: s.clientPort}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: s.clientPort}
+}
+
+// isDiscover peeks at option 53 without decoding the packet, for load
+// shedding in the read loop. Anything it cannot read is "not a DISCOVER"
+// and left to process to judge.
+func isDiscover(pkt []byte) bool {
+	const optionsStart = 240 // fixed BOOTP header plus the magic cookie
+	for i := optionsStart; i+1 < len(pkt); {
+		code := pkt[i]
+		switch code {
+		case 0: // pad
+			i++
+			continue
+		case 255: // end
+			return false
+		}
+		n := int(pkt[i+1])
+		if code == 53 && n == 1 && i+2 < len(pkt) {
+			return pkt[i+2] == byte(dhcpv4.MessageTypeDiscover)
+		}
+		i += 2 + n
+	}
+	return false
 }

@@ -294,8 +294,14 @@ func (s *Server) listen(iface string, addr *net.UDPAddr) error {
 
 // receiveBuffer absorbs a burst of requests (a building powering up, a
 // benchmark) while commits are in flight; the kernel default of about
-// 200 KiB holds only a few hundred packets.
-const receiveBuffer = 8 << 20
+// 200 KiB holds only a few hundred packets. It is kept small enough that
+// an overloaded server drops rather than answers requests long given up.
+const receiveBuffer = 1 << 20
+
+// staleAfter is how long a queued request stays worth answering: clients
+// retransmit after about 4 s (RFC 2131 4.1), so an answer later than that
+// only costs a commit.
+const staleAfter = time.Second
 
 // growReceiveBuffer raises the socket's receive buffer, past rmem_max when
 // the process may (CAP_NET_ADMIN), else as far as rmem_max allows.
@@ -333,6 +339,8 @@ type packet struct {
 // read queues each datagram for the workers. When every worker is busy
 // (each may be waiting for its commit) and the queue is full, the packet
 // is dropped: that is what a flood deserves, and it never stalls reading.
+// Past a quarter full, new DISCOVERs are shed first: a REQUEST finishes an
+// exchange already paid for, a DISCOVER only starts one.
 func (s *Server) read(l *listener) {
 	buf := make([]byte, 4096)
 	for {
@@ -342,6 +350,10 @@ func (s *Server) read(l *listener) {
 				return
 			}
 			s.log.Warn("dhcp read failed", "interface", l.iface, "err", err)
+			continue
+		}
+		if len(s.queue) > cap(s.queue)/4 && isDiscover(buf[:n]) {
+			s.m.dropped.WithLabelValues(dropOverload).Inc()
 			continue
 		}
 		select {
@@ -361,6 +373,10 @@ func (s *Server) work(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case p := <-s.queue:
+			if time.Since(p.at) > staleAfter {
+				s.m.dropped.WithLabelValues(dropStale).Inc()
+				continue
+			}
 			s.serve(p)
 		}
 	}

@@ -275,3 +275,21 @@ func counter(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestIsDiscover(t *testing.T) {
+	tests := []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"discover", discoverPkt(t, hw(1), nil), true},
+		{"request", requestPkt(t, hw(1), nil, net.IPv4(10, 1, 0, 100), nil), false},
+		{"truncated", discoverPkt(t, hw(1), nil)[:241], false},
+		{"empty", nil, false},
+	}
+	for _, tt := range tests {
+		if got := isDiscover(tt.pkt); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

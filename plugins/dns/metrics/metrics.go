@@ -26,6 +26,7 @@ func (m *Metrics) Name() string { return "metrics" }
 
 // ServeDNS implements plugin.Handler.
 func (m *Metrics) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	growStack() // see stack.go
 	state := request.Request{W: w, Req: r}
 	reqSize := r.Len() // before any later plugin rewrites the request
 	rw := cdmetrics.NewRecorder(w)
