@@ -9,6 +9,7 @@
 #   DEMO_TIMEOUT=300    seconds to wait for all of them
 #   DEMO_KEEP=1         keep the work directory (config, logs) afterwards
 #   DEMO_METRICS=FILE   save the appliance's /metrics here before stopping
+#   DEMO_AUDIT=FILE     save the audit log (JSON) here before stopping
 #
 # Needs root (network namespaces), iproute2 and curl; no KVM.
 set -eu
@@ -123,12 +124,11 @@ echo "demo: branch LAN 10.77.0.0/24 in $LAN, branchbox on 10.77.0.1 in $APP, sit
 # itself: ip netns exec execs the program in place.
 ip netns exec "$APP" "$BIN/branchbox" serve --config "$WORK/branchbox.yaml" >"$WORK/branchbox.log" 2>&1 &
 BOX_PID=$!
-i=0
+up_by=$(($(date +%s) + 30))
 until ctl --output json status 2>/dev/null | grep -q '"role": "leader"'; do
 	kill -0 $BOX_PID 2>/dev/null || { tail -20 "$WORK/branchbox.log" >&2; die "branchbox exited"; }
-	[ $i -lt 300 ] || { tail -20 "$WORK/branchbox.log" >&2; die "branchbox did not come up in 30s"; }
-	sleep 0.1
-	i=$((i + 1))
+	[ "$(date +%s)" -lt $up_by ] || { tail -20 "$WORK/branchbox.log" >&2; die "branchbox did not come up in 30s"; }
+	sleep 0.2
 done
 
 echo "demo: starting $N factory-fresh AMT devices (custom root hash ${ROOT_HASH%"${ROOT_HASH#????????????????}"}...)"
@@ -138,7 +138,7 @@ ip netns exec "$LAN" "$BIN/amtsim" --count "$N" --interface lan0 --custom-root-h
 	>"$WORK/amtsim.log" 2>&1 &
 SIM_PID=$!
 
-# devices_json prints one line per device the appliance knows:
+# devices prints one line per device the appliance knows:
 # "<state> <uuid> <last_error>".
 devices() {
 	ctl --output json devices 2>/dev/null |
@@ -165,9 +165,22 @@ while :; do
 	[ "$activated" -ge "$N" ] && break
 	if [ $elapsed -ge "$TIMEOUT" ]; then
 		echo "demo: timed out after ${TIMEOUT}s; devices not activated:" >&2
-		printf '%s\n' "$list" | grep -v '^activated ' | sed 's/^/  /' >&2 || true
-		missing=$((N - $(printf '%s\n' "$list" | grep -c . || true)))
-		[ $missing -le 0 ] || echo "  $missing device(s) never reached the provisioner; amtsim log: $WORK/amtsim.log" >&2
+		printf '%s\n' "$list" | grep -v -e '^activated ' -e '^$' | sed 's/^/  /' >&2 || true
+		# Devices the appliance never heard from, as amtsim sees them.
+		in_lan curl -fsS http://127.0.0.1:16999/ 2>/dev/null |
+			awk -v known="$(printf '%s\n' "$list" | awk '{ print $2 }')" '
+			BEGIN { split(known, k, "\n"); for (i in k) seen[k[i]] = 1 }
+			/"(index|ip|uuid|last_error)":/ {
+				key = $1; gsub(/[":]/, "", key)
+				val = $0; sub(/^[^:]*: */, "", val); sub(/,$/, "", val); gsub(/^"|"$/, "", val)
+				d[key] = val
+			}
+			/^  }/ {
+				if (!(d["uuid"] in seen))
+					printf "  device %s %s (%s): never reached the provisioner: %s\n", d["index"], d["uuid"], d["ip"] == "" ? "no address" : d["ip"], d["last_error"]
+				delete d
+			}' >&2 || true
+		echo "  amtsim log: $WORK/amtsim.log, branchbox log: $WORK/branchbox.log" >&2
 		echo "activated $activated/$N"
 		exit 1
 	fi
@@ -176,5 +189,8 @@ done
 
 if [ -n "${DEMO_METRICS:-}" ]; then
 	in_app curl -fsS http://127.0.0.1:8443/metrics >"$DEMO_METRICS"
+fi
+if [ -n "${DEMO_AUDIT:-}" ]; then
+	ctl --output json audit --limit 10000 >"$DEMO_AUDIT"
 fi
 echo "activated $N/$N"

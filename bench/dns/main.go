@@ -105,12 +105,13 @@ func run() error {
 			order = []*server{stock, bb}
 		}
 		for _, s := range order {
-			res, err := throughput(o, s.addr, queryFile)
+			res, err := throughput(o, s.cmd.Process.Pid, s.addr, queryFile)
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			s.qps = append(s.qps, res)
-			fmt.Fprintf(os.Stderr, "round %d %-9s %8.0f q/s\n", r+1, s.name, res)
+			s.qps = append(s.qps, res.qps)
+			s.cpu = append(s.cpu, float64(res.cpu/time.Duration(res.completed))/float64(time.Microsecond))
+			fmt.Fprintf(os.Stderr, "round %d %-9s %8.0f q/s  %5.1f µs CPU/query\n", r+1, s.name, res.qps, s.cpu[len(s.cpu)-1])
 		}
 	}
 	for _, s := range servers {
@@ -123,8 +124,11 @@ func run() error {
 	}
 
 	bq, sq := median(bb.qps), median(stock.qps)
+	bc, sc := median(bb.cpu), median(stock.cpu)
 	fmt.Printf("| DNS: ProvisionServer queries/s (dnsperf, median of %d × %v, server on 1 CPU; peer: stock CoreDNS `hosts`) | %.0f | %.0f | %.2f× |\n",
 		o.rounds, o.duration, bq, sq, bq/sq)
+	fmt.Printf("| DNS: ProvisionServer server CPU per query (same runs; lower is better; ratio = peer/branchbox) | %.1f µs | %.1f µs | %.2f× |\n",
+		bc, sc, sc/bc)
 	fmt.Printf("| DNS: ProvisionServer p99 latency at %d q/s (lower is better; ratio = peer/branchbox) | %s | %s | %.2f× |\n",
 		o.rate, ms(bb.p99), ms(stock.p99), float64(stock.p99)/float64(bb.p99))
 	return nil
@@ -135,6 +139,7 @@ type server struct {
 	addr string // host:port
 	cmd  *exec.Cmd
 	qps  []float64
+	cpu  []float64 // µs of server CPU per answered query
 	p99  time.Duration
 }
 
@@ -314,30 +319,71 @@ func rdata(m *dns.Msg) []string {
 }
 
 var (
-	qpsRe  = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
-	lostRe = regexp.MustCompile(`Queries lost:\s+(\d+)`)
+	qpsRe       = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+	completedRe = regexp.MustCompile(`Queries completed:\s+(\d+)`)
+	lostRe      = regexp.MustCompile(`Queries lost:\s+(\d+)`)
 )
 
+type result struct {
+	qps       float64
+	completed int64
+	cpu       time.Duration // server CPU used during the run
+}
+
 // throughput runs dnsperf flat out (after a short warm-up) and returns
-// queries/s.
-func throughput(o options, addr, queryFile string) (float64, error) {
+// queries/s, the number of queries answered and the CPU the server (pid)
+// used meanwhile.
+func throughput(o options, pid int, addr, queryFile string) (result, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	base := []string{"-c", o.clientCPU, "dnsperf", "-s", host, "-p", port, "-d", queryFile, "-c", "4", "-T", "1", "-q", "100"}
 	if _, err := exec.Command("taskset", append(base, "-l", "2")...).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("dnsperf warm-up: %w", err)
+		return result{}, fmt.Errorf("dnsperf warm-up: %w", err)
+	}
+	before, err := cpuTime(pid)
+	if err != nil {
+		return result{}, err
 	}
 	out, err := exec.Command("taskset", append(base, "-l", strconv.Itoa(int(o.duration.Seconds())))...).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("dnsperf: %w\n%s", err, out)
+		return result{}, fmt.Errorf("dnsperf: %w\n%s", err, out)
 	}
-	m := qpsRe.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no q/s in dnsperf output:\n%s", out)
+	m, c := qpsRe.FindSubmatch(out), completedRe.FindSubmatch(out)
+	if m == nil || c == nil {
+		return result{}, fmt.Errorf("no q/s in dnsperf output:\n%s", out)
 	}
 	if l := lostRe.FindSubmatch(out); l != nil && string(l[1]) != "0" {
 		fmt.Fprintf(os.Stderr, "note: dnsperf lost %s queries against %s\n", l[1], addr)
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	after, err := cpuTime(pid)
+	if err != nil {
+		return result{}, err
+	}
+	res := result{cpu: after - before}
+	res.qps, _ = strconv.ParseFloat(string(m[1]), 64)
+	res.completed, _ = strconv.ParseInt(string(c[1]), 10, 64)
+	if res.completed == 0 {
+		return res, errors.New("dnsperf completed no queries")
+	}
+	return res, nil
+}
+
+// cpuTime is the user+system CPU a process has used, from /proc. Unlike
+// q/s, CPU per query does not drop when other work shares the machine.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces; utime and stime are fields 14 and 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
 // latency runs dnsperf at a fixed rate well below saturation, so the

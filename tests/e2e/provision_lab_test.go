@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,37 +28,33 @@ import (
 const labAdminPassword = "E2e-Admin!2026"
 
 var (
-	buildOnce              sync.Once
+	buildOnce                sync.Once
 	builtBranchbox, builtSim string
-	buildErr               error
+	buildErr                 error
 )
 
-// provisionBinaries returns bin/branchbox and bin/amtsim ($BRANCHBOX_BIN and
-// $AMTSIM_BIN when set), building them once per test run as `make build` does.
+// provisionBinaries returns $BRANCHBOX_BIN and $AMTSIM_BIN when both are
+// set, else bin/branchbox and bin/amtsim freshly made by `make build` (once
+// per test run; Go's build cache makes it quick when nothing changed).
 func provisionBinaries(t *testing.T) (branchbox, amtsim string) {
 	t.Helper()
 	buildOnce.Do(func() {
+		builtBranchbox, builtSim = os.Getenv("BRANCHBOX_BIN"), os.Getenv("AMTSIM_BIN")
+		if builtBranchbox != "" && builtSim != "" {
+			return
+		}
 		root, err := filepath.Abs(filepath.Join("..", ".."))
 		if err != nil {
 			buildErr = err
 			return
 		}
-		builtBranchbox, builtSim = os.Getenv("BRANCHBOX_BIN"), os.Getenv("AMTSIM_BIN")
-		for _, b := range []struct {
-			out *string
-			pkg string
-		}{{&builtBranchbox, "./appliance/cmd/branchbox"}, {&builtSim, "./tests/amtsim/cmd/amtsim"}} {
-			if *b.out != "" {
-				continue
-			}
-			*b.out = filepath.Join(root, "bin", filepath.Base(b.pkg))
-			cmd := exec.Command("go", "build", "-o", *b.out, b.pkg)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
-				return
-			}
+		cmd := exec.Command("make", "-s", "build")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("make build: %v\n%s", err, out)
+			return
 		}
+		builtBranchbox, builtSim = filepath.Join(root, "bin", "branchbox"), filepath.Join(root, "bin", "amtsim")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -87,9 +85,9 @@ type lab struct {
 	fleetPort int
 }
 
-// newLab builds the namespaces, the sites' certificate chains and config,
-// and starts branchbox serve.
-func newLab(t *testing.T, sites ...*labSite) *lab {
+// newLab builds the namespaces, the sites' certificate chains and config
+// (corefile, when not empty, is its dns.corefile), and starts branchbox serve.
+func newLab(t *testing.T, corefile string, sites ...*labSite) *lab {
 	t.Helper()
 	RequireRoot(t)
 	RequireTools(t, map[string]string{"ip": "iproute2", "curl": "curl"})
@@ -98,7 +96,11 @@ func newLab(t *testing.T, sites ...*labSite) *lab {
 	l.app = NewNS(t, "papp")
 	var yaml strings.Builder
 	fmt.Fprintf(&yaml, "node:\n  id: e2eprov\n  data_dir: %s/data\n  api: 127.0.0.1:18443\n", l.dir)
-	yaml.WriteString("dns:\n  listen: \":53\"\nprovisioner:\n  listen: \":9971\"\nsites:\n")
+	yaml.WriteString("dns:\n  listen: \":53\"\n")
+	if corefile != "" {
+		yaml.WriteString("  corefile: |\n    " + strings.ReplaceAll(strings.TrimSpace(corefile), "\n", "\n    ") + "\n")
+	}
+	yaml.WriteString("provisioner:\n  listen: \":9971\"\nsites:\n")
 	pass := filepath.Join(l.dir, "admin.pass")
 	writeFile(t, pass, labAdminPassword+"\n", 0o600)
 	for _, s := range sites {
@@ -168,13 +170,29 @@ type apiDevice struct {
 
 type deviceDetail struct {
 	apiDevice
-	Hashes  []string `json:"hashes"`
-	History []struct {
-		Time   time.Time `json:"time"`
-		State  string    `json:"state"`
-		Step   string    `json:"step"`
-		Detail string    `json:"detail"`
-	} `json:"history"`
+	Hashes  []string       `json:"hashes"`
+	History []historyEvent `json:"history"`
+}
+
+type historyEvent struct {
+	Time   time.Time `json:"time"`
+	State  string    `json:"state"`
+	Step   string    `json:"step"`
+	Detail string    `json:"detail"`
+}
+
+// deviceIn waits for the device to be in state — a device that keeps
+// sending hellos passes through "seen" again each time — and returns it.
+func (l *lab) deviceIn(uuid, state string) deviceDetail {
+	l.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		d := l.device(uuid)
+		if d.State == state || time.Now().After(deadline) {
+			return d
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (l *lab) devices() map[string]apiDevice {
@@ -226,20 +244,21 @@ type fleet struct {
 	status string
 }
 
-// startFleet boots count simulated devices on the site's LAN. Unless args
-// already carry one, the site's root hash is added as a custom hash.
+// startFleet boots count simulated devices on the site's LAN, with the
+// site's root as a custom hash when withRootHash.
 func (l *lab) startFleet(site string, count int, withRootHash bool, args ...string) *fleet {
 	l.t.Helper()
 	s := l.sites[site]
 	l.fleetPort++
 	f := &fleet{l: l, site: s, status: fmt.Sprintf("127.0.0.1:%d", l.fleetPort)}
 	argv := []string{"--count", fmt.Sprint(count), "--interface", "lan0", "--status-listen", f.status,
-		"--hello-schedule", "100x2s", "--dhcp-timeout", "3s"}
+		"--hello-schedule", "100x2s", "--dhcp-timeout", "3s", "--status-json"}
 	if withRootHash {
 		argv = append(argv, "--custom-root-hash", s.rootHash)
 	}
 	f.proc = s.lan.Start(l.sim, append(argv, args...)...)
-	f.proc.WaitOutput(l.t, "amtsim: status on", 30*time.Second)
+	// amtsim makes every device's TLS key before it serves its status.
+	f.proc.WaitOutput(l.t, "amtsim: status on", 30*time.Second+time.Duration(count)*750*time.Millisecond)
 	l.t.Cleanup(func() {
 		if l.t.Failed() {
 			l.t.Logf("amtsim %v:\n%s", args, tail(f.proc.Output(), 40))
@@ -249,12 +268,22 @@ func (l *lab) startFleet(site string, count int, withRootHash bool, args ...stri
 }
 
 // devices reads the fleet's status endpoint from inside its namespace.
+// The connection is dialled on Do's thread itself: http.Client would dial
+// from another goroutine, on a thread in some other namespace.
 func (f *fleet) devices() []simDevice {
 	f.l.t.Helper()
 	var ds []simDevice
 	err := f.site.lan.Do(func() error {
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := c.Get("http://" + f.status + "/")
+		c, err := net.DialTimeout("tcp", f.status, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: amtsim\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			return err
 		}
@@ -266,9 +295,36 @@ func (f *fleet) devices() []simDevice {
 		return json.Unmarshal(body, &ds)
 	})
 	if err != nil {
+		select {
+		case <-f.proc.done:
+			err = fmt.Errorf("%w (amtsim exited: %v)", err, f.proc.err)
+		default:
+		}
 		f.l.t.Fatalf("amtsim status: %v", err)
 	}
 	return ds
+}
+
+// simEvent is one state-change line amtsim printed (--status-json).
+type simEvent struct {
+	UUID  string `json:"uuid"`
+	Event string `json:"event"`
+}
+
+// events returns how many times each device printed each event.
+func (f *fleet) events() map[string]map[string]int {
+	n := map[string]map[string]int{}
+	for _, line := range strings.Split(f.proc.Output(), "\n") {
+		var e simEvent
+		if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &e) != nil {
+			continue // slog lines on stderr
+		}
+		if n[e.UUID] == nil {
+			n[e.UUID] = map[string]int{}
+		}
+		n[e.UUID][e.Event]++
+	}
+	return n
 }
 
 // waitStates waits until every device of every fleet has a UUID the
@@ -303,7 +359,7 @@ func (l *lab) waitStates(timeout time.Duration, want map[*fleet]string) map[stri
 
 // wsmanGet asks a device for AMT_SetupAndConfigurationService over TLS on
 // 16993 from the appliance namespace, with digest user admin, and returns
-// the HTTP status and body.
+// the HTTP status (0: no HTTP answer) and body.
 func (l *lab) wsmanGet(ip, password string) (int, string) {
 	l.t.Helper()
 	envelope := `<?xml version="1.0" encoding="UTF-8"?>` +
@@ -314,16 +370,16 @@ func (l *lab) wsmanGet(ip, password string) (int, string) {
 		`<a:MessageID s:mustUnderstand="true">uuid:00000000-8086-8086-8086-000000000001</a:MessageID>` +
 		`<a:ReplyTo><a:Address>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address></a:ReplyTo>` +
 		`</s:Header><s:Body/></s:Envelope>`
+	// curl prints the code (000 when no HTTP answer came) even when it fails.
 	out, err := l.app.Run("curl", "-sk", "--max-time", "20", "--digest", "-u", "admin:"+password,
 		"-H", "Content-Type: application/soap+xml;charset=UTF-8", "--data-binary", envelope,
 		"-w", "\n%{http_code}", "https://"+ip+":16993/wsman")
-	if err != nil {
-		l.t.Fatalf("curl to %s: %v", ip, err)
-	}
 	i := strings.LastIndex(out, "\n")
 	var code int
-	fmt.Sscan(out[i+1:], &code)
-	return code, out[:i]
+	if _, serr := fmt.Sscan(out[i+1:], &code); serr != nil {
+		l.t.Fatalf("curl to %s: %v %v", ip, err, serr)
+	}
+	return code, out[:max(i, 0)]
 }
 
 func tail(s string, lines int) string {
