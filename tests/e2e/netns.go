@@ -124,7 +124,10 @@ func (n *NS) Start(name string, args ...string) *Proc {
 
 // Do runs fn on an OS thread switched into the namespace. Sockets fn opens
 // stay in the namespace after Do returns, so a test can drive traffic from
-// Go code as if it were a host on that network.
+// Go code as if it were a host on that network. Only sockets opened on
+// this goroutine count: net/http's Client dials on goroutines of its own,
+// which may run on threads outside the namespace, so dial inside fn and
+// speak HTTP over that connection instead.
 func (n *NS) Do(fn func() error) error {
 	target, err := os.Open("/var/run/netns/" + n.Name)
 	if err != nil {

@@ -49,3 +49,19 @@ func TestDeviceFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestUUIDList(t *testing.T) {
+	var l uuidList
+	if err := l.Set("12345678-9abc-def0-1122-334455667788"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Set("not-a-uuid"); err == nil {
+		t.Error("a malformed UUID was accepted")
+	}
+	if got := l.pick(1).String(); got != "12345678-9abc-def0-1122-334455667788" {
+		t.Errorf("device 1 got %s", got)
+	}
+	if a, b := l.pick(2), l.pick(3); a == b || a == l[0] {
+		t.Error("devices past the list must get distinct random UUIDs")
+	}
+}

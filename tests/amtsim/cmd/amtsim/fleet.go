@@ -13,6 +13,7 @@ import (
 	"github.com/branchbox/branchbox/tests/amtsim/boot"
 	"github.com/branchbox/branchbox/tests/amtsim/device"
 	"github.com/branchbox/branchbox/tests/amtsim/fleet"
+	"github.com/branchbox/branchbox/tests/amtsim/hello"
 )
 
 // runFleet is the multi-device mode: N devices that boot like hardware.
@@ -38,6 +39,8 @@ stdout, one line per change.`)
 	helloPort := fs.Int("hello-port", 9971, "provisioning server port the hello goes to")
 	serverName := fs.String("server-name", "ProvisionServer", "host label resolved under the DNS suffix")
 	dhcpTimeout := fs.Duration("dhcp-timeout", 5*time.Second, "per-attempt DHCP timeout")
+	var uuids uuidList
+	fs.Var(&uuids, "uuid", "UUID of the next device, so a console can register it (and its OTP) before it boots; repeatable, devices past the list get random UUIDs")
 	var df deviceFlags
 	df.register(fs, true)
 	if err := fs.Parse(args); err != nil {
@@ -52,6 +55,9 @@ stdout, one line per change.`)
 	if *iface == "" {
 		return errors.New("--interface is required (or use \"amtsim serve\")")
 	}
+	if len(uuids) > *count {
+		return fmt.Errorf("--uuid given %d times for --count %d", len(uuids), *count)
+	}
 	sched, err := boot.ParseSchedule(*schedule)
 	if err != nil {
 		return err
@@ -63,7 +69,7 @@ stdout, one line per change.`)
 	f, err := fleet.New(fleet.Config{
 		Count: *count, Interface: *iface, Schedule: sched, HelloPort: *helloPort, ServerName: *serverName,
 		DHCPTimeout: *dhcpTimeout, StatusJSON: *statusJSON, Out: os.Stdout, Log: log,
-		DeviceConfig: func(i int) (device.Config, error) { return df.config(i, randomUUID(), log) },
+		DeviceConfig: func(i int) (device.Config, error) { return df.config(i, uuids.pick(i), log) },
 	})
 	if err != nil {
 		return err
@@ -79,4 +85,27 @@ stdout, one line per change.`)
 		fmt.Printf("amtsim: status on http://%s/\n", ln.Addr())
 	}
 	return f.Run(ctx)
+}
+
+// uuidList holds the UUIDs given with --uuid, in device order.
+type uuidList []hello.UUID
+
+func (l *uuidList) String() string { return fmt.Sprint(len(*l), " UUIDs") }
+
+func (l *uuidList) Set(v string) error {
+	u, err := hello.ParseUUID(v)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, u)
+	return nil
+}
+
+// pick returns the UUID of device i (1-based, as the fleet counts): the
+// listed one when there is one, else a random one.
+func (l uuidList) pick(i int) hello.UUID {
+	if i >= 1 && i <= len(l) {
+		return l[i-1]
+	}
+	return randomUUID()
 }
