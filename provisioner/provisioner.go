@@ -46,6 +46,8 @@ type Options struct {
 	// DevicePort is where devices answer WS-Man over TLS (16993).
 	DevicePort int
 	// MaxSessions bounds concurrent activations; more wait their turn.
+	// Sessions spend most of their time waiting (on the device, and the
+	// post-commit restart), so the bound is about memory, not CPU.
 	MaxSessions int
 	// MaxQueued bounds devices waiting for a session slot; hellos past
 	// it are dropped (the device will send another).
@@ -87,7 +89,7 @@ func New(o Options) *Provisioner {
 		o.DevicePort = 16993
 	}
 	if o.MaxSessions == 0 {
-		o.MaxSessions = 64
+		o.MaxSessions = 256
 	}
 	if o.MaxQueued == 0 {
 		o.MaxQueued = 4096
