@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -163,9 +162,6 @@ func raftBind(cfg *config.Config) string {
 	}
 	return cfg.Node.Cluster.Raft
 }
-
-// DataPath is a file inside the node's data directory.
-func (a *App) DataPath(name string) string { return filepath.Join(a.Cfg.Node.DataDir, name) }
 
 // InterfaceAddr returns this box's IPv4 address on the named interface
 // that falls inside subnet, for answers that must name "the appliance on

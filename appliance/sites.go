@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/branchbox/branchbox/appliance/api"
@@ -60,6 +61,17 @@ func (w siteWriter) PutSite(r *http.Request, body []byte) (cluster.Site, error) 
 			return cluster.Site{}, ve
 		}
 	}
+	if cs.ProvisioningCert != nil {
+		probe := cfg
+		probe.Sites = []config.Site{cs}
+		if errs := checkCertificates(&probe); len(errs) > 0 {
+			ve := &api.ValidationError{}
+			for _, e := range errs {
+				ve.Problems = append(ve.Problems, "site"+strings.TrimPrefix(e.Error(), "sites[0]"))
+			}
+			return cluster.Site{}, ve
+		}
+	}
 	if cur, ok := s.Site(cs.Name); ok && cur.Source == sourceConfig {
 		return cluster.Site{}, &api.ValidationError{Problems: []string{fmt.Sprintf("site.name: %q is managed by the config file; change it there", cs.Name)}}
 	}
@@ -81,7 +93,7 @@ func (w siteWriter) DeleteSite(r *http.Request, name string) error {
 		return fmt.Errorf("site %q: %w", name, cluster.ErrNotFound)
 	}
 	if cur.Source == sourceConfig {
-		return fmt.Errorf("site %q is managed by the config file; remove it there", name)
+		return fmt.Errorf("site %q: %w; remove it there", name, api.ErrManagedByConfig)
 	}
 	if err := w.a.Store.Apply(r.Context(), cluster.DeleteSite{Name: name, Time: time.Now().UTC()}); err != nil {
 		return err

@@ -106,6 +106,8 @@ func (s *state) apply(cmd Command) error {
 	case *ConsumeOTP:
 		o, ok := s.OTPs[c.UUID]
 		switch {
+		case c.RequestID == "":
+			return fmt.Errorf("otp for %q: consume needs a request id", c.UUID)
 		case !ok:
 			return fmt.Errorf("otp for %q: %w", c.UUID, ErrNotFound)
 		case o.ConsumedBy == c.RequestID:

@@ -148,6 +148,9 @@ func TestOTPConsumedOnce(t *testing.T) {
 	if !errors.Is(err, ErrConsumed) {
 		t.Fatalf("second consume: %v, want ErrConsumed", err)
 	}
+	if err := s.Apply(ctx, ConsumeOTP{UUID: "u", Time: t0.Add(2 * time.Minute)}); err == nil {
+		t.Error("a consume without a request id was accepted")
+	}
 	if o, _ := s.OTP("u"); o.ConsumedBy != "req-1" {
 		t.Errorf("consumed by %q", o.ConsumedBy)
 	}

@@ -1,27 +1,11 @@
 package cluster
 
-import (
-	"encoding/json"
-	"time"
-)
+import "time"
 
 // Sealed holds a secret encrypted with the cluster seal key. Only the
 // ciphertext ever enters the raft log, snapshots or API output; callers
 // unseal with Store.Unseal when they need the plaintext.
 type Sealed []byte
-
-// MarshalJSON renders a sealed value as an opaque base64 blob.
-func (s Sealed) MarshalJSON() ([]byte, error) { return json.Marshal([]byte(s)) }
-
-// UnmarshalJSON is the inverse of MarshalJSON.
-func (s *Sealed) UnmarshalJSON(b []byte) error {
-	var raw []byte
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	*s = raw
-	return nil
-}
 
 // Site is one branch LAN: its DHCP scope, DNS domain and provisioning
 // material. Sites come from the config file (Source "config") or the API.

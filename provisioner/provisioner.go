@@ -132,18 +132,28 @@ func (p *Provisioner) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer p.wg.Wait()
+	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("hello listener: %w", err)
 			}
-			return fmt.Errorf("hello listener: %w", err)
+			// Out of file descriptors under a flood, or a transient
+			// error: back off and keep listening, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Warn("hello listener: accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
+		backoff = 0
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -295,7 +305,9 @@ func (j *job) run(ctx context.Context) {
 
 	params, err := j.prepare(ctx, site, dev, haveDev)
 	if err != nil {
-		j.fail(ctx, err.Error())
+		// Not claimed yet: a session another hello started must not be
+		// overwritten by this one's failure.
+		j.fail(ctx, err.Error(), cluster.DeviceActivating)
 		return
 	}
 
@@ -316,6 +328,12 @@ func (j *job) run(ctx context.Context) {
 	}
 	if err != nil {
 		p.log.Error("claiming device", "uuid", j.uuid, "err", err)
+		return
+	}
+	// The OTP is consumed only by the job that owns the device, so a
+	// losing duplicate never burns it.
+	if params.session.OTP, err = j.takeOTP(ctx); err != nil {
+		j.fail(ctx, err.Error())
 		return
 	}
 	j.activate(ctx, params.session)
@@ -375,17 +393,12 @@ func (j *job) prepare(ctx context.Context, site cluster.Site, dev cluster.Device
 			return out, fmt.Errorf("profile %q MEBx password: %w", prof.Name, err)
 		}
 	}
-	otp, err := j.takeOTP(ctx)
-	if err != nil {
-		return out, err
-	}
 	t := p.o.Session
 	out.session = session.Params{
 		Addr:           netip.AddrPortFrom(j.src, uint16(p.o.DevicePort)).String(),
 		TLS:            sc.tls,
 		AdminPassword:  string(admin),
 		MEBxPassword:   string(mebx),
-		OTP:            otp,
 		TimeSync:       prof.TimeSync,
 		CommitWait:     t.CommitWait,
 		VerifyFor:      t.VerifyFor,
@@ -411,8 +424,7 @@ func trusts(h hello.Hello, sc *siteCert) bool {
 // exactly once, through the store, before the session can compare it.
 func (j *job) takeOTP(ctx context.Context) (string, error) {
 	st := j.p.o.Store
-	o, ok := st.OTP(j.uuid)
-	if !ok {
+	if _, ok := st.OTP(j.uuid); !ok {
 		return "", nil
 	}
 	err := st.Apply(ctx, cluster.ConsumeOTP{UUID: j.uuid, RequestID: j.id, Time: j.p.o.Now().UTC()})
@@ -423,6 +435,12 @@ func (j *job) takeOTP(ctx context.Context) (string, error) {
 		return "", errors.New("the device's one-time password expired; register a new one")
 	case err != nil:
 		return "", fmt.Errorf("consuming one-time password: %w", err)
+	}
+	// Read again: the secret to compare is the one this consume won, not
+	// one a concurrent registration replaced.
+	o, ok := st.OTP(j.uuid)
+	if !ok || o.ConsumedBy != j.id {
+		return "", errors.New("the device's one-time password was replaced while it was being used; register a new one")
 	}
 	secret, err := st.Unseal(o.Secret)
 	if err != nil {
@@ -460,12 +478,17 @@ func (j *job) activate(ctx context.Context, sp session.Params) {
 	p.log.Info("device activated", "uuid", j.uuid, "src", j.src, "amt", res.AMTVersion)
 }
 
-func (j *job) fail(ctx context.Context, reason string) {
-	j.p.log.Info("device failed", "uuid", j.uuid, "src", j.src, "reason", reason)
+// fail records why a device cannot be activated. unlessState guards the
+// write for a job that does not own the device.
+func (j *job) fail(ctx context.Context, reason string, unlessState ...string) {
 	err := j.update(ctx, cluster.DeviceUpdate{
-		State: cluster.DeviceFailed, LastError: &reason,
+		State: cluster.DeviceFailed, LastError: &reason, IfStateNot: unlessState,
 		Event: cluster.DeviceEvent{State: cluster.DeviceFailed, Step: "failed", Detail: reason},
 	})
+	if errors.Is(err, cluster.ErrConflict) {
+		return // another job owns the device and will record its outcome
+	}
+	j.p.log.Info("device failed", "uuid", j.uuid, "src", j.src, "reason", reason)
 	if err != nil {
 		j.p.log.Error("recording failure", "uuid", j.uuid, "err", err)
 	}

@@ -144,6 +144,8 @@ func NewServer(o Options) *http.Server {
 	return &http.Server{
 		Handler:           authenticate(o.Token, mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn),
 	}
 }
@@ -230,9 +232,9 @@ func (h *handlers) sites(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) putSite(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, http.StatusRequestEntityTooLarge, errors.New("site body larger than 1 MiB"))
 		return
 	}
 	s, err := h.o.Sites.PutSite(r, body)
@@ -247,6 +249,7 @@ func (h *handlers) putSite(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	writeJSON(w, SiteView(s))
 }
@@ -256,8 +259,10 @@ func (h *handlers) deleteSite(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, cluster.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, ErrManagedByConfig):
+		writeError(w, http.StatusConflict, err)
 	case err != nil:
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, http.StatusServiceUnavailable, err)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -280,7 +285,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-// WriteError answers with a JSON error body. Messages are the caller's
+// writeError answers with a JSON error body. Messages are the caller's
 // and must never carry secrets.
 func writeError(w http.ResponseWriter, code int, err error) {
 	w.Header().Set("Content-Type", "application/json")
@@ -288,9 +293,6 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
-// WriteJSON and WriteError are exported for services that mount their own
-// endpoints on the API mux.
-var (
-	WriteJSON  = writeJSON
-	WriteError = writeError
-)
+// ErrManagedByConfig marks a change refused because the config file owns
+// the record.
+var ErrManagedByConfig = errors.New("managed by the config file")

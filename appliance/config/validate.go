@@ -86,7 +86,17 @@ func (c *Config) validate() Errors {
 		for i, j := range cl.Join {
 			checkHostPort(add, fmt.Sprintf("node.cluster.join[%d]", i), j)
 		}
-		if cl.Role != "voter" && cl.Role != "witness" {
+		// Joining needs the join/forwarding path of a later version; a node
+		// that bootstrapped alone beside configured peers would be a second
+		// leader answering DHCP on the same LAN, so refuse rather than guess.
+		if len(cl.Join) > 0 {
+			add("node.cluster.join", "joining other members is not supported in this version (single-node clusters only)")
+		}
+		switch cl.Role {
+		case "voter":
+		case "witness":
+			add("node.cluster.role", "witness is not supported in this version (single-node clusters only)")
+		default:
 			add("node.cluster.role", "%q is not voter or witness", cl.Role)
 		}
 	}
