@@ -3,8 +3,10 @@ package appliance
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/branchbox/branchbox/appliance/config"
+	dnsserver "github.com/branchbox/branchbox/plugins/dns/server"
 	"github.com/branchbox/branchbox/provisioner/certrules"
 )
 
@@ -18,6 +20,13 @@ func LoadConfig(path string) (*config.Config, error) {
 		return nil, err
 	}
 	errs = append(errs, checkCertificates(cfg)...)
+	// The Corefile snippet is only checkable by CoreDNS itself; do it when
+	// the rest of the dns section is sound, so one mistake is one line.
+	if !cfg.DNS.Disabled && !hasErrorUnder(errs, "dns.") {
+		if err := dnsserver.Validate(dnsConfig(cfg.DNS)); err != nil {
+			errs = append(errs, config.FieldError{Path: "dns.corefile", Msg: err.Error()})
+		}
+	}
 	if len(errs) > 0 {
 		return cfg, errs
 	}
@@ -39,6 +48,15 @@ func checkCertificates(cfg *config.Config) config.Errors {
 		}
 	}
 	return errs
+}
+
+func hasErrorUnder(errs config.Errors, prefix string) bool {
+	for _, e := range errs {
+		if strings.HasPrefix(e.Path, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func readable(path string) bool {

@@ -54,6 +54,9 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.s.mu.Lock()
 	f.s.st, f.s.applied = st, applied
+	f.s.leaseMu.Lock()
+	f.s.leaseList = nil
+	f.s.leaseMu.Unlock()
 	f.s.mu.Unlock()
 	f.s.notify()
 	return nil

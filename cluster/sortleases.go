@@ -2,19 +2,32 @@ package cluster
 
 import (
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
 )
 
+// sortLeases orders leases by site, then address. Addresses are parsed once
+// each, not once per comparison: readers list thousands of leases.
 func sortLeases(ls []Lease) {
-	sort.Slice(ls, func(i, j int) bool {
-		if ls[i].Site != ls[j].Site {
-			return ls[i].Site < ls[j].Site
+	type keyed struct {
+		addr netip.Addr
+		l    Lease
+	}
+	ks := make([]keyed, len(ls))
+	for i, l := range ls {
+		a, _ := netip.ParseAddr(l.IP)
+		ks[i] = keyed{a, l}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if c := strings.Compare(a.l.Site, b.l.Site); c != 0 {
+			return c
 		}
-		a, errA := netip.ParseAddr(ls[i].IP)
-		b, errB := netip.ParseAddr(ls[j].IP)
-		if errA != nil || errB != nil {
-			return ls[i].IP < ls[j].IP
+		if c := a.addr.Compare(b.addr); c != 0 {
+			return c
 		}
-		return a.Less(b)
+		return strings.Compare(a.l.IP, b.l.IP)
 	})
+	for i := range ks {
+		ls[i] = ks[i].l
+	}
 }

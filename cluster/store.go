@@ -31,6 +31,12 @@ type Store struct {
 
 	watchMu  sync.Mutex
 	watchers map[chan struct{}]struct{}
+
+	// leaseList is the sorted lease list handed to readers, rebuilt only
+	// after a lease changed; nil means stale. Readers share it, so it is
+	// never modified in place.
+	leaseMu   sync.Mutex
+	leaseList []Lease
 }
 
 func newStore(s *sealer) *Store {
@@ -100,6 +106,12 @@ func (s *Store) applyEntry(index uint64, data []byte) error {
 	s.mu.Lock()
 	res := s.st.apply(cmd)
 	s.applied = index
+	switch cmd.(type) {
+	case *LeaseCAS, *LeaseRelease, *LeaseExpire:
+		s.leaseMu.Lock()
+		s.leaseList = nil
+		s.leaseMu.Unlock()
+	}
 	s.mu.Unlock()
 	s.notify()
 	return res
@@ -172,16 +184,22 @@ func (s *Store) Device(uuid string) (Device, bool) {
 	return cloneDevice(v), ok
 }
 
-// Leases lists every lease, sorted by site and address.
+// Leases lists every lease, sorted by site and address. The list is shared
+// between callers until the next lease change: treat it as read-only.
 func (s *Store) Leases() []Lease {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Lease, 0, len(s.st.Leases))
-	for _, v := range s.st.Leases {
-		out = append(out, v)
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if s.leaseList == nil {
+		out := make([]Lease, 0, len(s.st.Leases))
+		for _, v := range s.st.Leases {
+			out = append(out, v)
+		}
+		sortLeases(out)
+		s.leaseList = out
 	}
-	sortLeases(out)
-	return out
+	return s.leaseList
 }
 
 // Lease returns the lease on one address.

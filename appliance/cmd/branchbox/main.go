@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/branchbox/branchbox"
@@ -89,6 +90,12 @@ func serve(args []string, stderr io.Writer) int {
 	log := newLogger(cfg.Node.LogLevel, stderr)
 	if path == "" {
 		log.Info("no --config: running the embedded single-node lab default", "data_dir", cfg.Node.DataDir)
+	}
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small (a branch's records) and every DNS answer
+		// and DHCP packet allocates; collecting less often bought ~11% more
+		// DNS answers per CPU in bench/dns, for a few MiB of memory.
+		debug.SetGCPercent(400)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

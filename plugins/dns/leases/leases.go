@@ -15,6 +15,7 @@ import (
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 
+	"github.com/branchbox/branchbox/plugins/dns/internal/reqmetrics"
 	"github.com/branchbox/branchbox/plugins/dns/internal/zone"
 )
 
@@ -31,7 +32,18 @@ func (l *Leases) Name() string { return "leases" }
 
 // ServeDNS implements plugin.Handler.
 func (l *Leases) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
-	q := r.Question[0]
+	start := time.Now()
+	if m := l.reply(r); m != nil {
+		rcode, err := zone.Write(w, m)
+		reqmetrics.Count(ctx, w, r, m.Rcode, l.Name(), start)
+		return rcode, err
+	}
+	return plugin.NextOrFailure(l.Name(), l.Next, ctx, w, r)
+}
+
+// reply is the answer to r, or nil when r is for the next plugin.
+func (l *Leases) reply(r *dns.Msg) *dns.Msg {
+	q := &r.Question[0]
 	name := strings.ToLower(q.Name)
 	snap := l.Table.snapshot()
 	now := l.Table.now()
@@ -40,30 +52,27 @@ func (l *Leases) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 		if h, ok := snap.ptrs[name]; ok && now.Before(h.expires) {
 			m := zone.Reply(r)
 			m.Answer = []dns.RR{&dns.PTR{Hdr: l.header(q.Name, dns.TypePTR, h, now), Ptr: h.fqdn}}
-			return write(w, m)
+			return m
 		}
 	}
 	if h, ok := snap.hosts[name]; ok && now.Before(h.expires) {
-		return l.answer(w, r, h, now)
+		return l.answer(r, h, now)
 	}
-	apex, off, ok := findZone(snap, name)
-	if !ok || l.Fallthrough && off > 0 {
-		return plugin.NextOrFailure(l.Name(), l.Next, ctx, w, r)
-	}
-	if off == 0 {
+	_, off, ok := zone.Find(snap.zones, name)
+	switch {
+	case !ok:
+		return nil
+	case off == 0:
 		// The apex exists even with no host records.
-		return zone.Negative(w, r, dns.RcodeSuccess, apex, l.TTL)
+		return zone.NegativeReply(r, dns.RcodeSuccess, name, l.TTL)
+	case l.Fallthrough:
+		return nil
 	}
-	return zone.Negative(w, r, dns.RcodeNameError, apex, l.TTL)
+	return zone.NegativeReply(r, dns.RcodeNameError, name[off:], l.TTL)
 }
 
-func findZone(s *snapshot, name string) (apex string, off int, ok bool) {
-	_, off, ok = zone.Find(s.zones, name)
-	return name[off:], off, ok
-}
-
-func (l *Leases) answer(w dns.ResponseWriter, r *dns.Msg, h *host, now time.Time) (int, error) {
-	q := r.Question[0]
+func (l *Leases) answer(r *dns.Msg, h *host, now time.Time) *dns.Msg {
+	q := &r.Question[0]
 	var rr dns.RR
 	switch {
 	case h.v4 && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
@@ -71,11 +80,11 @@ func (l *Leases) answer(w dns.ResponseWriter, r *dns.Msg, h *host, now time.Time
 	case !h.v4 && (q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY):
 		rr = &dns.AAAA{Hdr: l.header(q.Name, dns.TypeAAAA, h, now), AAAA: h.ip}
 	default:
-		return zone.Negative(w, r, dns.RcodeSuccess, h.apex, l.TTL)
+		return zone.NegativeReply(r, dns.RcodeSuccess, h.apex, l.TTL)
 	}
 	m := zone.Reply(r)
 	m.Answer = []dns.RR{rr}
-	return write(w, m)
+	return m
 }
 
 // header gives a record the configured TTL, cut to the lease's remaining
@@ -86,11 +95,4 @@ func (l *Leases) header(owner string, rrtype uint16, h *host, now time.Time) dns
 		ttl = uint32(left / time.Second)
 	}
 	return dns.RR_Header{Name: owner, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
-}
-
-func write(w dns.ResponseWriter, m *dns.Msg) (int, error) {
-	if err := w.WriteMsg(m); err != nil {
-		return dns.RcodeServerFailure, err
-	}
-	return dns.RcodeSuccess, nil
 }

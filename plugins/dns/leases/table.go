@@ -146,7 +146,18 @@ func (t *Table) Run(ctx context.Context) {
 		case <-changed:
 			t.Refresh()
 		}
+		// A DHCP storm commits thousands of leases a second; rebuilding
+		// per commit would starve the DHCP server of CPU. Names may lag
+		// a lease by this much, far less than any client takes to look.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(refreshEvery):
+		}
 	}
 }
+
+// refreshEvery bounds how often the table is rebuilt under churn.
+const refreshEvery = 250 * time.Millisecond
 
 func (t *Table) snapshot() *snapshot { return t.cur.Load() }

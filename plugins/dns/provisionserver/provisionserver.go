@@ -10,10 +10,12 @@ import (
 	"context"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 
+	"github.com/branchbox/branchbox/plugins/dns/internal/reqmetrics"
 	"github.com/branchbox/branchbox/plugins/dns/internal/zone"
 )
 
@@ -30,46 +32,52 @@ func (p *ProvisionServer) Name() string { return "provisionserver" }
 
 // ServeDNS implements plugin.Handler.
 func (p *ProvisionServer) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
-	q := r.Question[0]
+	start := time.Now()
+	if m := p.reply(r); m != nil {
+		rcode, err := zone.Write(w, m)
+		reqmetrics.Count(ctx, w, r, m.Rcode, p.Name(), start)
+		return rcode, err
+	}
+	return plugin.NextOrFailure(p.Name(), p.Next, ctx, w, r)
+}
+
+// reply is the answer to r, or nil when r is for the next plugin.
+func (p *ProvisionServer) reply(r *dns.Msg) *dns.Msg {
+	q := &r.Question[0]
 	// ToLower returns its argument unchanged, without allocating, when
-	// the name is already lower case: the common case costs nothing.
+	// the name is already lower case.
 	name := strings.ToLower(q.Name)
 	z, off, ok := zone.Find(p.Table.snapshot().zones, name)
 	if !ok {
-		return plugin.NextOrFailure(p.Name(), p.Next, ctx, w, r)
+		return nil
 	}
 	switch name[:off] {
 	case zone.ProvisionServerLabel + ".":
-		return p.answer(w, r, z)
+		var answer []dns.RR
+		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
+			answer = appendA(answer, q.Name, p.TTL, z.v4)
+		}
+		if q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY {
+			answer = appendAAAA(answer, q.Name, p.TTL, z.v6)
+		}
+		if len(answer) == 0 {
+			return zone.NegativeReply(r, dns.RcodeSuccess, z.apex, p.TTL)
+		}
+		m := zone.Reply(r)
+		m.Answer = answer
+		return m
 	case "":
 		if q.Qtype == dns.TypeSOA {
 			m := zone.Reply(r)
 			m.Answer = []dns.RR{zone.SOA(z.apex, p.TTL)}
-			return write(w, m)
+			return m
 		}
-		return zone.Negative(w, r, dns.RcodeSuccess, z.apex, p.TTL)
+		return zone.NegativeReply(r, dns.RcodeSuccess, z.apex, p.TTL)
 	}
 	if p.Fallthrough {
-		return plugin.NextOrFailure(p.Name(), p.Next, ctx, w, r)
+		return nil
 	}
-	return zone.Negative(w, r, dns.RcodeNameError, z.apex, p.TTL)
-}
-
-func (p *ProvisionServer) answer(w dns.ResponseWriter, r *dns.Msg, z *siteZone) (int, error) {
-	q := r.Question[0]
-	var answer []dns.RR
-	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
-		answer = appendA(answer, q.Name, p.TTL, z.v4)
-	}
-	if q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY {
-		answer = appendAAAA(answer, q.Name, p.TTL, z.v6)
-	}
-	if len(answer) == 0 {
-		return zone.Negative(w, r, dns.RcodeSuccess, z.apex, p.TTL)
-	}
-	m := zone.Reply(r)
-	m.Answer = answer
-	return write(w, m)
+	return zone.NegativeReply(r, dns.RcodeNameError, z.apex, p.TTL)
 }
 
 // The owner name is the question's, letter case included, so resolvers
@@ -86,11 +94,4 @@ func appendAAAA(rrs []dns.RR, owner string, ttl uint32, ips []net.IP) []dns.RR {
 		rrs = append(rrs, &dns.AAAA{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl}, AAAA: ip})
 	}
 	return rrs
-}
-
-func write(w dns.ResponseWriter, m *dns.Msg) (int, error) {
-	if err := w.WriteMsg(m); err != nil {
-		return dns.RcodeServerFailure, err
-	}
-	return dns.RcodeSuccess, nil
 }

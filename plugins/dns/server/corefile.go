@@ -51,7 +51,7 @@ func Corefile(cfg Config, id string) (string, error) {
 	if host != "" {
 		fmt.Fprintf(&b, "\tbind %s\n", host)
 	}
-	b.WriteString("\tmetrics\n\terrors\n")
+	b.WriteString("\terrors\n")
 	if cfg.Log {
 		b.WriteString("\tlog\n")
 	}
@@ -59,6 +59,7 @@ func Corefile(cfg Config, id string) (string, error) {
 	// which answers NXDOMAIN for those it does not know either.
 	fmt.Fprintf(&b, "\tprovisionserver %s {\n\t\tttl %d\n\t\tfallthrough\n\t}\n", id, ttl)
 	fmt.Fprintf(&b, "\tleases %s {\n\t\tttl %d\n\t}\n", id, ttl)
+	b.WriteString("\tmetrics\n")
 	if len(upstreams) > 0 {
 		fmt.Fprintf(&b, "\tcache\n\tforward . %s\n", strings.Join(upstreams, " "))
 	} else {

@@ -15,17 +15,17 @@ func TestCorefile(t *testing.T) {
 		{
 			name: "all addresses, forward, default ttl",
 			cfg:  Config{Listen: ":53", Forward: []string{"192.0.2.53", "192.0.2.54:5300", "2001:db8::53"}},
-			want: ".:53 {\n\tmetrics\n\terrors\n" +
+			want: ".:53 {\n\terrors\n" +
 				"\tprovisionserver ID {\n\t\tttl 30\n\t\tfallthrough\n\t}\n" +
-				"\tleases ID {\n\t\tttl 30\n\t}\n" +
+				"\tleases ID {\n\t\tttl 30\n\t}\n\tmetrics\n" +
 				"\tcache\n\tforward . 192.0.2.53 192.0.2.54:5300 2001:db8::53\n}\n",
 		},
 		{
 			name: "bound, logged, no forward, snippet first",
 			cfg:  Config{Listen: "[::1]:5353", TTL: 1500 * time.Millisecond, Log: true, Corefile: "example.test {\n\twhoami\n}"},
-			want: "example.test {\n\twhoami\n}\n\n.:5353 {\n\tbind ::1\n\tmetrics\n\terrors\n\tlog\n" +
+			want: "example.test {\n\twhoami\n}\n\n.:5353 {\n\tbind ::1\n\terrors\n\tlog\n" +
 				"\tprovisionserver ID {\n\t\tttl 2\n\t\tfallthrough\n\t}\n" +
-				"\tleases ID {\n\t\tttl 2\n\t}\n" +
+				"\tleases ID {\n\t\tttl 2\n\t}\n\tmetrics\n" +
 				"\ttemplate ANY ANY {\n\t\trcode REFUSED\n\t}\n}\n",
 		},
 	}

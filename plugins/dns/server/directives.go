@@ -32,10 +32,10 @@ import (
 // the order in a Corefile itself does not matter. Stock plugins keep their
 // relative order from CoreDNS's plugin.cfg. Ours come before cache, so
 // cache only ever holds forwarded answers and never serves a stale
-// ProvisionServer or lease record.
+// ProvisionServer or lease record; provisionserver and leases count their
+// own answers, and metrics counts what passes them.
 var directives = []string{
 	"bind",
-	"metrics",
 	"errors",
 	"log",
 	"acl",
@@ -43,6 +43,7 @@ var directives = []string{
 	"loadbalance",
 	"provisionserver",
 	"leases",
+	"metrics",
 	"cache",
 	"rewrite",
 	"minimal",

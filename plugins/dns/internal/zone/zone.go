@@ -64,15 +64,20 @@ func Reply(r *dns.Msg) *dns.Msg {
 	return m
 }
 
-// Negative writes NXDOMAIN (rcode dns.RcodeNameError) or NODATA
+// NegativeReply is NXDOMAIN (rcode dns.RcodeNameError) or NODATA
 // (dns.RcodeSuccess with no answer) for r, with the zone's SOA in the
 // authority section as RFC 2308 asks.
-func Negative(w dns.ResponseWriter, r *dns.Msg, rcode int, apex string, ttl uint32) (int, error) {
+func NegativeReply(r *dns.Msg, rcode int, apex string, ttl uint32) *dns.Msg {
 	m := Reply(r)
 	m.Rcode = rcode
 	m.Ns = []dns.RR{SOA(apex, ttl)}
+	return m
+}
+
+// Write sends m and returns what a CoreDNS plugin returns for it.
+func Write(w dns.ResponseWriter, m *dns.Msg) (int, error) {
 	if err := w.WriteMsg(m); err != nil {
 		return dns.RcodeServerFailure, err
 	}
-	return rcode, nil
+	return m.Rcode, nil
 }

@@ -49,9 +49,9 @@ func TestNegative(t *testing.T) {
 	r := new(dns.Msg)
 	r.SetQuestion("nope.branch1.example.com.", dns.TypeA)
 	rec := dnstest.NewRecorder(&test.ResponseWriter{})
-	rcode, err := Negative(rec, r, dns.RcodeNameError, "branch1.example.com.", 30)
+	rcode, err := Write(rec, NegativeReply(r, dns.RcodeNameError, "branch1.example.com.", 30))
 	if err != nil || rcode != dns.RcodeNameError {
-		t.Fatalf("Negative = %d, %v", rcode, err)
+		t.Fatalf("Write = %d, %v", rcode, err)
 	}
 	m := rec.Msg
 	if !m.Authoritative || m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 || len(m.Ns) != 1 {
