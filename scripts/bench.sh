@@ -7,15 +7,18 @@ cd "$(dirname "$0")/.."
 status=0
 
 section() { printf '\n### %s\n\n' "$1"; }
+header() { printf '| what was measured | branchbox | peer | ratio |\n|---|---|---|---|\n'; }
 
 section "DHCP leases/s (perfdhcp, relayed) — branchbox vs Kea and dnsmasq"
 bash bench/dhcp/run.sh || status=1
 
 section "DNS ProvisionServer queries/s (dnsperf) — branchbox vs stock CoreDNS hosts"
+header
 go run ./bench/dns -branchbox bin/branchbox || status=1
 
 if [ -f scripts/bench-provision.sh ]; then
 	section "AMT activations against amtsim"
+	header
 	sh scripts/bench-provision.sh || status=1
 fi
 
