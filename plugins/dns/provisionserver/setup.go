@@ -8,7 +8,6 @@ import (
 	"github.com/coredns/coredns/plugin"
 
 	"github.com/branchbox/branchbox/plugins/dns/internal/registry"
-	"github.com/branchbox/branchbox/plugins/dns/internal/zone"
 )
 
 func init() { plugin.Register("provisionserver", setup) }
@@ -38,43 +37,11 @@ func setup(c *caddy.Controller) error {
 	return nil
 }
 
-// parse reads
-//
-//	provisionserver ID {
-//	    ttl SECONDS
-//	    fallthrough
-//	}
+// parse reads the directive (grammar: registry.ParseDirective).
 func parse(c *caddy.Controller) (*ProvisionServer, error) {
-	p := &ProvisionServer{TTL: zone.DefaultTTL}
-	c.Next() // the directive itself
-	args := c.RemainingArgs()
-	if len(args) != 1 {
-		return nil, c.ArgErr()
+	t, set, err := tables.ParseDirective(c)
+	if err != nil {
+		return nil, err
 	}
-	t, ok := tables.Get(args[0])
-	if !ok {
-		return nil, c.Errf("no table registered as %q", args[0])
-	}
-	p.Table = t
-	for c.NextBlock() {
-		switch c.Val() {
-		case "ttl":
-			ttl, err := zone.ParseTTL(c)
-			if err != nil {
-				return nil, err
-			}
-			p.TTL = ttl
-		case "fallthrough":
-			if c.NextArg() {
-				return nil, c.ArgErr()
-			}
-			p.Fallthrough = true
-		default:
-			return nil, c.Errf("unknown property %q", c.Val())
-		}
-	}
-	if c.Next() {
-		return nil, plugin.ErrOnce
-	}
-	return p, nil
+	return &ProvisionServer{Table: t, TTL: set.TTL, Fallthrough: set.Fallthrough}, nil
 }
