@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/branchbox/branchbox/cluster"
+	"github.com/branchbox/branchbox/internal/httpjson"
 	"github.com/branchbox/branchbox/provisioner/certrules"
 	"github.com/branchbox/branchbox/provisioner/setupbin"
 )
@@ -59,7 +60,7 @@ func (h *Handlers) RegisterOTP(w http.ResponseWriter, r *http.Request) {
 		LifetimeSeconds int    `json:"lifetime_seconds"`
 	}
 	if err := decodeOptional(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	reg, err := RegisterDevice(r.Context(), h.Store, Registration{
@@ -67,13 +68,13 @@ func (h *Handlers) RegisterOTP(w http.ResponseWriter, r *http.Request) {
 		Lifetime: time.Duration(req.LifetimeSeconds) * time.Second,
 	}, h.now())
 	if err != nil {
-		writeError(w, statusOf(err), err)
+		httpjson.Error(w, statusOf(err), err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, reg)
+	httpjson.Write(w, reg)
 }
 
 // ImportInventory takes a CSV body and answers {"imported": n}, or 400
@@ -88,10 +89,10 @@ func (h *Handlers) ImportInventory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeError(w, statusOf(err), err)
+		httpjson.Error(w, statusOf(err), err)
 		return
 	}
-	writeJSON(w, map[string]int{"imported": n})
+	httpjson.Write(w, map[string]int{"imported": n})
 }
 
 type mebxRequest struct {
@@ -106,7 +107,7 @@ type mebxRequest struct {
 func (h *Handlers) PSKSetupBin(w http.ResponseWriter, r *http.Request) {
 	var req mebxRequest
 	if err := decodeOptional(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	if req.Count == 0 {
@@ -115,12 +116,12 @@ func (h *Handlers) PSKSetupBin(w http.ResponseWriter, r *http.Request) {
 	site := r.PathValue("name")
 	mebx := setupbin.MEBx{Current: req.CurrentMEBxPassword, New: req.NewMEBxPassword}
 	if _, err := setupbin.PSKRecord(mebx, "AAAAAAAA", "A"); err != nil {
-		writeError(w, http.StatusBadRequest, err) // reject before any pair is stored
+		httpjson.Error(w, http.StatusBadRequest, err) // reject before any pair is stored
 		return
 	}
 	pairs, err := GeneratePSKs(r.Context(), h.Store, site, req.Count, h.now())
 	if err != nil {
-		writeError(w, statusOf(err), err)
+		httpjson.Error(w, statusOf(err), err)
 		return
 	}
 	f := setupbin.File{Consume: true}
@@ -128,7 +129,7 @@ func (h *Handlers) PSKSetupBin(w http.ResponseWriter, r *http.Request) {
 	for i, p := range pairs {
 		rec, err := setupbin.PSKRecord(mebx, p.PID, p.PPS)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			httpjson.Error(w, http.StatusBadRequest, err)
 			return
 		}
 		f.Records = append(f.Records, rec)
@@ -144,27 +145,27 @@ func (h *Handlers) PSKSetupBin(w http.ResponseWriter, r *http.Request) {
 func (h *Handlers) BareMetalSetupBin(w http.ResponseWriter, r *http.Request) {
 	var req mebxRequest
 	if err := decodeOptional(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	site, ok := h.Store.Site(r.PathValue("name"))
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Errorf("site %q: %w", r.PathValue("name"), cluster.ErrNotFound))
+		httpjson.Error(w, http.StatusNotFound, fmt.Errorf("site %q: %w", r.PathValue("name"), cluster.ErrNotFound))
 		return
 	}
 	chain, err := certrules.ParseChain([]byte(site.CertChainPEM))
 	if err != nil {
-		writeError(w, http.StatusConflict, fmt.Errorf("site %q has no usable provisioning certificate: %w", site.Name, err))
+		httpjson.Error(w, http.StatusConflict, fmt.Errorf("site %q has no usable provisioning certificate: %w", site.Name, err))
 		return
 	}
 	root, _ := hex.DecodeString(certrules.RootHashes(chain[len(chain)-1]).SHA256)
 	if h.ServerAddr == nil {
-		writeError(w, http.StatusInternalServerError, errors.New("appliance address unknown"))
+		httpjson.Error(w, http.StatusInternalServerError, errors.New("appliance address unknown"))
 		return
 	}
 	addr, err := h.ServerAddr(site)
 	if err != nil {
-		writeError(w, http.StatusConflict, err)
+		httpjson.Error(w, http.StatusConflict, err)
 		return
 	}
 	rec, err := setupbin.BareMetalRecord(setupbin.BareMetal{
@@ -176,7 +177,7 @@ func (h *Handlers) BareMetalSetupBin(w http.ResponseWriter, r *http.Request) {
 		Port:       h.HelloPort,
 	})
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	writeSetupBin(w, setupbin.File{Records: []setupbin.Record{rec}})
@@ -185,7 +186,7 @@ func (h *Handlers) BareMetalSetupBin(w http.ResponseWriter, r *http.Request) {
 func writeSetupBin(w http.ResponseWriter, f setupbin.File) {
 	b, err := f.Marshal()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+		httpjson.Error(w, http.StatusInternalServerError, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -217,19 +218,4 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	if w.Header().Get("Content-Type") == "" {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }

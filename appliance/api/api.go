@@ -4,7 +4,6 @@ package api
 
 import (
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/branchbox/branchbox/cluster"
+	"github.com/branchbox/branchbox/internal/httpjson"
 )
 
 // Store is what the API reads and writes.
@@ -158,7 +158,7 @@ func authenticate(token string, next http.Handler) http.Handler {
 			got := []byte(r.Header.Get("Authorization"))
 			if subtle.ConstantTimeCompare(got, want) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="branchbox"`)
-				writeError(w, http.StatusUnauthorized, errors.New("missing or wrong API token (see <data_dir>/api.token)"))
+				httpjson.Error(w, http.StatusUnauthorized, errors.New("missing or wrong API token (see <data_dir>/api.token)"))
 				return
 			}
 		}
@@ -168,7 +168,7 @@ func authenticate(token string, next http.Handler) http.Handler {
 
 type handlers struct{ o Options }
 
-func (h *handlers) status(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.o.Status()) }
+func (h *handlers) status(w http.ResponseWriter, r *http.Request) { httpjson.Write(w, h.o.Status()) }
 
 func deviceView(d cluster.Device) Device {
 	return Device{UUID: d.UUID, Site: d.Site, FQDN: d.FQDN, State: d.State, AMTVersion: d.AMTVersion,
@@ -183,16 +183,16 @@ func (h *handlers) devices(w http.ResponseWriter, r *http.Request) {
 			out = append(out, deviceView(d))
 		}
 	}
-	writeJSON(w, out)
+	httpjson.Write(w, out)
 }
 
 func (h *handlers) device(w http.ResponseWriter, r *http.Request) {
 	d, ok := h.o.Store.Device(r.PathValue("uuid"))
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Errorf("device %q: not found", r.PathValue("uuid")))
+		httpjson.Error(w, http.StatusNotFound, fmt.Errorf("device %q: not found", r.PathValue("uuid")))
 		return
 	}
-	writeJSON(w, DeviceDetail{Device: deviceView(d), Hashes: d.Hashes, History: d.History})
+	httpjson.Write(w, DeviceDetail{Device: deviceView(d), Hashes: d.Hashes, History: d.History})
 }
 
 func (h *handlers) leases(w http.ResponseWriter, r *http.Request) {
@@ -200,16 +200,16 @@ func (h *handlers) leases(w http.ResponseWriter, r *http.Request) {
 	for _, l := range h.o.Store.Leases() {
 		out = append(out, Lease{IP: l.IP, MAC: l.MAC, Hostname: l.Hostname, Site: l.Site, State: l.State, Expires: l.Expires})
 	}
-	writeJSON(w, out)
+	httpjson.Write(w, out)
 }
 
 func (h *handlers) cluster(w http.ResponseWriter, r *http.Request) {
 	m, err := h.o.Cluster.Members()
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err)
+		httpjson.Error(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	writeJSON(w, m)
+	httpjson.Write(w, m)
 }
 
 // SiteView converts a stored site for output.
@@ -228,41 +228,37 @@ func (h *handlers) sites(w http.ResponseWriter, r *http.Request) {
 	for _, s := range h.o.Store.Sites() {
 		out = append(out, SiteView(s))
 	}
-	writeJSON(w, out)
+	httpjson.Write(w, out)
 }
 
 func (h *handlers) putSite(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, errors.New("site body larger than 1 MiB"))
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, errors.New("site body larger than 1 MiB"))
 		return
 	}
 	s, err := h.o.Sites.PutSite(r, body)
 	var ve *ValidationError
 	switch {
 	case errors.As(err, &ve):
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(map[string]any{"error": "invalid site", "problems": ve.Problems})
+		httpjson.WriteStatus(w, http.StatusBadRequest, map[string]any{"error": "invalid site", "problems": ve.Problems})
 		return
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err)
+		httpjson.Error(w, http.StatusInternalServerError, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, SiteView(s))
+	httpjson.WriteStatus(w, http.StatusCreated, SiteView(s))
 }
 
 func (h *handlers) deleteSite(w http.ResponseWriter, r *http.Request) {
 	err := h.o.Sites.DeleteSite(r, r.PathValue("name"))
 	switch {
 	case errors.Is(err, cluster.ErrNotFound):
-		writeError(w, http.StatusNotFound, err)
+		httpjson.Error(w, http.StatusNotFound, err)
 	case errors.Is(err, ErrManagedByConfig):
-		writeError(w, http.StatusConflict, err)
+		httpjson.Error(w, http.StatusConflict, err)
 	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, err)
+		httpjson.Error(w, http.StatusServiceUnavailable, err)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -273,24 +269,7 @@ func (h *handlers) audit(w http.ResponseWriter, r *http.Request) {
 	if limit <= 0 {
 		limit = 100
 	}
-	writeJSON(w, h.o.Store.Audit(limit))
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	if w.Header().Get("Content-Type") == "" {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// writeError answers with a JSON error body. Messages are the caller's
-// and must never carry secrets.
-func writeError(w http.ResponseWriter, code int, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	httpjson.Write(w, h.o.Store.Audit(limit))
 }
 
 // ErrManagedByConfig marks a change refused because the config file owns
