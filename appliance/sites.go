@@ -29,40 +29,22 @@ func configSite(s cluster.Site) config.Site {
 
 func (w siteWriter) PutSite(r *http.Request, body []byte) (cluster.Site, error) {
 	s := w.a.Store
-	cfg := *w.a.Cfg
-	// Profiles may have been added through the store too.
-	cfg.Profiles = nil
-	for _, p := range s.Profiles() {
-		cfg.Profiles = append(cfg.Profiles, config.Profile{Name: p.Name, AdminPasswordFile: "/dev/null"})
-	}
 	var others []config.Site
-	var newName string
-	// A PUT of an existing name replaces it, so it must not clash with itself.
-	probe, _ := cfg.ParseSite(body, nil)
-	newName = probe.Name
 	for _, st := range s.Sites() {
-		if st.Name != newName {
-			others = append(others, configSite(st))
-		}
+		others = append(others, configSite(st))
 	}
-	cs, err := cfg.ParseSite(body, others)
+	exists := func(name string) bool { _, ok := s.Profile(name); return ok }
+	cs, err := w.a.Cfg.ParseSite(body, others, exists)
 	var errs config.Errors
 	if errors.As(err, &errs) {
 		ve := &api.ValidationError{}
 		for _, e := range errs {
-			if e.Path == "site.profile" || e.Path == "profiles" {
-				if _, ok := s.Profile(cs.Profile); ok {
-					continue
-				}
-			}
 			ve.Problems = append(ve.Problems, e.Error())
 		}
-		if len(ve.Problems) > 0 {
-			return cluster.Site{}, ve
-		}
+		return cluster.Site{}, ve
 	}
 	if cs.ProvisioningCert != nil {
-		probe := cfg
+		probe := *w.a.Cfg
 		probe.Sites = []config.Site{cs}
 		if errs := checkCertificates(&probe); len(errs) > 0 {
 			ve := &api.ValidationError{}

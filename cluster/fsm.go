@@ -63,27 +63,20 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 }
 
 func readSnapshot(r io.Reader) (*state, uint64, error) {
-	var snap snapshotFile
+	// Decoding into a fresh state keeps every map non-nil even where the
+	// snapshot had none.
+	snap := snapshotFile{State: newState()}
 	if err := json.NewDecoder(r).Decode(&snap); err != nil {
 		return nil, 0, fmt.Errorf("restore: %w", err)
 	}
 	if snap.Format != snapshotFormat {
 		return nil, 0, fmt.Errorf("restore: unsupported snapshot format %d", snap.Format)
 	}
-	st := newState()
-	if snap.State != nil {
-		// Decoding into a fresh state keeps the maps non-nil even where
-		// the snapshot had none.
-		b, err := json.Marshal(snap.State)
-		if err != nil {
-			return nil, 0, fmt.Errorf("restore: %w", err)
-		}
-		if err := json.Unmarshal(b, st); err != nil {
-			return nil, 0, fmt.Errorf("restore: %w", err)
-		}
+	if snap.State == nil {
+		snap.State = newState()
 	}
-	st.reindex()
-	return st, snap.Applied, nil
+	snap.State.reindex()
+	return snap.State, snap.Applied, nil
 }
 
 type snapshotBytes []byte

@@ -147,3 +147,27 @@ func TestPasswordNeverEchoed(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestParseSite(t *testing.T) {
+	base := Default()
+	others := []Site{{Name: "a", Domain: "a.example.com", Interface: "e1", Subnet: "10.1.0.0/24", Range: []string{"10.1.0.10", "10.1.0.20"}}}
+	known := func(p string) bool { return p == "std" }
+	tests := []struct{ body, want string }{
+		{`{"name": "b", "domain": "b.example.com", "interface": "e2", "subnet": "10.2.0.0/24", "range": ["10.2.0.10", "10.2.0.20"], "profile": "std"}`, ""},
+		// Replacing a site may keep its own subnet and domain.
+		{`{"name": "a", "domain": "a.example.com", "interface": "e1", "subnet": "10.1.0.0/24", "range": ["10.1.0.10", "10.1.0.30"]}`, ""},
+		{`{"name": "b", "domain": "a.example.com", "interface": "e2", "subnet": "10.1.0.0/25", "range": ["10.1.0.10", "10.1.0.20"]}`, "site.subnet: 10.1.0.0/25 overlaps"},
+		{`{"name": "b", "domain": "b.example.com", "interface": "e2", "subnet": "10.2.0.0/24", "range": ["10.2.0.10", "10.2.0.20"], "profile": "gold"}`, `site.profile: "gold" is not a defined profile`},
+		{`{"name": "b", "colour": "red"}`, "site.colour: unknown key"},
+		{`[`, "site: not a valid"},
+	}
+	for _, tc := range tests {
+		_, err := base.ParseSite([]byte(tc.body), others, known)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: unexpected %v", tc.body, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s:\n got %v\nwant %q", tc.body, err, tc.want)
+		}
+	}
+}

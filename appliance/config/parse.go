@@ -207,9 +207,10 @@ func cleanYAMLError(err error) string {
 
 // ParseSite strictly decodes one site (YAML or JSON, in the config file's
 // schema) and validates it against the rest of the configuration: others
-// are the sites it must not clash with. Problems name the field as
-// "site.<key>".
-func (c *Config) ParseSite(data []byte, others []Site) (Site, error) {
+// are the sites it must not clash with (one of the same name is the site
+// being replaced), profileExists says whether a profile name is defined.
+// Problems name the field as "site.<key>".
+func (c *Config) ParseSite(data []byte, others []Site, profileExists func(string) bool) (Site, error) {
 	var errs Errors
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil || len(root.Content) == 0 {
@@ -220,16 +221,28 @@ func (c *Config) ParseSite(data []byte, others []Site) (Site, error) {
 	if s.LeaseTime == 0 {
 		s.LeaseTime = Duration(DefaultLeaseTime)
 	}
-	trial := *c
-	trial.Sites = append(append([]Site{}, others...), s)
-	prefix := fmt.Sprintf("sites[%d]", len(others))
+	// Profiles are checked through profileExists: the trial has none, so
+	// it reports no password files and every profile reference, which is
+	// skipped below.
+	trial := Config{Node: c.Node, DNS: c.DNS, DHCP: c.DHCP, Provisioner: c.Provisioner, Dir: c.Dir}
+	for _, o := range others {
+		if o.Name != s.Name {
+			trial.Sites = append(trial.Sites, o)
+		}
+	}
+	trial.Sites = append(trial.Sites, s)
+	prefix := fmt.Sprintf("sites[%d]", len(trial.Sites)-1)
 	for _, e := range trial.validate() {
 		switch {
+		case e.Path == prefix+".profile":
 		case strings.HasPrefix(e.Path, prefix):
 			errs = append(errs, FieldError{"site" + strings.TrimPrefix(e.Path, prefix), e.Msg})
 		case e.Path == "dhcp.relay_listen" && s.Relay:
 			errs = append(errs, e)
 		}
+	}
+	if s.Profile != "" && !profileExists(s.Profile) {
+		errs = append(errs, FieldError{"site.profile", fmt.Sprintf("%q is not a defined profile", s.Profile)})
 	}
 	if len(errs) > 0 {
 		return s, errs

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -68,11 +69,9 @@ func parseCtlArgs(args []string) (ctlArgs, error) {
 		switch name {
 		case "config":
 			a.config = val
-		case "output", "o":
-			if name == "o" && val != "json" && val != "table" {
-				a.flags["out"] = val // -o OUT for files
-				continue
-			}
+		case "o":
+			a.flags["out"] = val // the file a download is written to
+		case "output":
 			if val != "json" && val != "table" {
 				return a, fmt.Errorf("--output %q: want json or table", val)
 			}
@@ -137,7 +136,7 @@ func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
 		}
 		return render(w, a.output, st, func(t *tabwriter.Writer) {
 			fmt.Fprintf(t, "node\t%s\nversion\t%s\nrole\t%s\nleader\t%s\n", st.Node, st.Version, st.Role, st.Leader)
-			for _, name := range sortedKeys(st.Services) {
+			for _, name := range slices.Sorted(maps.Keys(st.Services)) {
 				s := st.Services[name]
 				fmt.Fprintf(t, "%s\t%s\t%s\n", name, okWord(s.OK), s.Detail)
 			}
@@ -367,13 +366,4 @@ func okWord(ok bool) string {
 		return "ok"
 	}
 	return "DOWN"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
