@@ -15,7 +15,7 @@ type memoryProposer struct {
 	index uint64
 }
 
-func (m *memoryProposer) propose(ctx context.Context, data []byte) (error, error) {
+func (m *memoryProposer) propose(ctx context.Context, data []byte) (outcome, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

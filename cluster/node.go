@@ -48,7 +48,7 @@ type Node struct {
 // follower-forwarding proposer will wrap.
 type raftProposer struct{ r *raft.Raft }
 
-func (p raftProposer) propose(ctx context.Context, data []byte) (error, error) {
+func (p raftProposer) propose(ctx context.Context, data []byte) (outcome, err error) {
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)

@@ -13,11 +13,12 @@ import (
 	"sync"
 )
 
-// proposer gets an encoded command committed and applied, returning what
-// Apply returned. A single raft node, a raft follower forwarding to its
-// leader, and the in-memory test store are all proposers.
+// proposer gets an encoded command committed and applied. It keeps what
+// Apply answered (outcome: nil, ErrConflict, …) apart from a failure to
+// commit at all (err). A single raft node, a raft follower forwarding to
+// its leader, and the in-memory test store are all proposers.
 type proposer interface {
-	propose(ctx context.Context, data []byte) (error, error)
+	propose(ctx context.Context, data []byte) (outcome, err error)
 	isLeader() bool
 }
 
