@@ -15,20 +15,22 @@ const IgnoreUnknown CmdType = 0x80
 
 // Command types. Values are part of the on-disk format: never renumber.
 const (
-	TypePutSite       CmdType = 1
-	TypeDeleteSite    CmdType = 2
-	TypePutProfile    CmdType = 3
-	TypeDeleteProfile CmdType = 4
-	TypeDeviceUpdate  CmdType = 5
-	TypeDeleteDevice  CmdType = 6
-	TypeCreateOTP     CmdType = 7
-	TypeConsumeOTP    CmdType = 8
-	TypePutPSK        CmdType = 9
-	TypeUsePSK        CmdType = 10
-	TypeLeaseCAS      CmdType = 11
-	TypeLeaseRelease  CmdType = 12
-	TypeLeaseExpire   CmdType = 13
-	TypeAudit         CmdType = 14
+	TypePutSite         CmdType = 1
+	TypeDeleteSite      CmdType = 2
+	TypePutProfile      CmdType = 3
+	TypeDeleteProfile   CmdType = 4
+	TypeDeviceUpdate    CmdType = 5
+	TypeDeleteDevice    CmdType = 6
+	TypeCreateOTP       CmdType = 7
+	TypeConsumeOTP      CmdType = 8
+	TypePutPSK          CmdType = 9
+	TypeUsePSK          CmdType = 10
+	TypeLeaseCAS        CmdType = 11
+	TypeLeaseRelease    CmdType = 12
+	TypeLeaseExpire     CmdType = 13
+	TypeAudit           CmdType = 14
+	TypeLeaseBatch      CmdType = 15
+	TypeCreateAuthority CmdType = 16 // authority.go
 )
 
 // Apply outcomes that are business answers rather than failures.
@@ -135,6 +137,13 @@ type LeaseCAS struct {
 	Time  time.Time `json:"time"`
 }
 
+// LeaseBatch is several LeaseCAS applied in order in one raft entry, each
+// with its own outcome. The store builds it from concurrent LeaseCAS
+// calls (see batcher.go); callers never propose it themselves.
+type LeaseBatch struct {
+	Items []LeaseCAS `json:"items"`
+}
+
 // LeaseRelease frees an address if ClientID still holds it.
 type LeaseRelease struct {
 	IP       string    `json:"ip"`
@@ -164,6 +173,7 @@ func (ConsumeOTP) Type() CmdType    { return TypeConsumeOTP }
 func (PutPSK) Type() CmdType        { return TypePutPSK }
 func (UsePSK) Type() CmdType        { return TypeUsePSK }
 func (LeaseCAS) Type() CmdType      { return TypeLeaseCAS }
+func (LeaseBatch) Type() CmdType    { return TypeLeaseBatch }
 func (LeaseRelease) Type() CmdType  { return TypeLeaseRelease }
 func (LeaseExpire) Type() CmdType   { return TypeLeaseExpire }
 func (Audit) Type() CmdType         { return TypeAudit | IgnoreUnknown }

@@ -14,14 +14,18 @@ type fsm struct{ s *Store }
 var _ raft.FSM = fsm{}
 
 // applyResult carries Apply's business outcome back to the proposer; raft
-// hands it over unchanged on the leader.
-type applyResult struct{ err error }
+// hands it over unchanged on the leader. A LeaseBatch has one outcome per
+// item in items; every other command has err.
+type applyResult struct {
+	err   error
+	items []error
+}
 
 func (f fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return applyResult{}
 	}
-	return applyResult{err: f.s.applyEntry(l.Index, l.Data)}
+	return f.s.applyEntry(l.Index, l.Data)
 }
 
 // snapshotFormat versions the snapshot stream.

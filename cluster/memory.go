@@ -15,9 +15,9 @@ type memoryProposer struct {
 	index uint64
 }
 
-func (m *memoryProposer) propose(ctx context.Context, data []byte) (outcome, err error) {
+func (m *memoryProposer) propose(ctx context.Context, data []byte) (applyResult, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return applyResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -48,20 +48,20 @@ type Node struct {
 // follower-forwarding proposer will wrap.
 type raftProposer struct{ r *raft.Raft }
 
-func (p raftProposer) propose(ctx context.Context, data []byte) (outcome, err error) {
+func (p raftProposer) propose(ctx context.Context, data []byte) (applyResult, error) {
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return nil, context.DeadlineExceeded
+			return applyResult{}, context.DeadlineExceeded
 		}
 	}
 	f := p.r.Apply(data, timeout)
 	if err := f.Error(); err != nil {
-		return nil, err
+		return applyResult{}, err
 	}
 	res, _ := f.Response().(applyResult)
-	return res.err, nil
+	return res, nil
 }
 
 func (p raftProposer) isLeader() bool { return p.r.State() == raft.Leader }

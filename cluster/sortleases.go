@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// sortLeases orders leases by site, then address. Addresses are parsed once
-// each, not once per comparison: readers list thousands of leases.
-func sortLeases(ls []Lease) {
+// SortLeases orders leases in place by site, then address. Addresses are
+// parsed once each, not once per comparison: there may be thousands.
+func SortLeases(ls []Lease) {
 	type keyed struct {
 		addr netip.Addr
 		l    Lease

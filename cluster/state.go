@@ -26,6 +26,8 @@ type state struct {
 	Audit    []AuditEntry       `json:"audit"`
 	AuditSeq uint64             `json:"audit_seq"`
 
+	Authorities map[string]Authority `json:"authorities"` // see authority.go
+
 	// bound indexes the bound lease of each (site, client) so a commit
 	// does not scan every lease; it is derived, never serialised.
 	bound map[clientKey]string
@@ -64,6 +66,8 @@ func newState() *state {
 		PSKs:     map[string]PSKPair{},
 		Leases:   map[string]Lease{},
 		bound:    map[clientKey]string{},
+
+		Authorities: map[string]Authority{},
 	}
 }
 
@@ -148,6 +152,8 @@ func (s *state) apply(cmd Command) error {
 				s.dropLease(ip)
 			}
 		}
+	case *CreateAuthority:
+		return s.createAuthority(c)
 	case *Audit:
 		s.AuditSeq++
 		e := c.Entry
@@ -238,6 +244,15 @@ func (s *state) leaseCAS(c *LeaseCAS) error {
 	return nil
 }
 
+// applyBatch applies each item in order and returns each one's outcome.
+func (s *state) applyBatch(c *LeaseBatch) []error {
+	out := make([]error, len(c.Items))
+	for i := range c.Items {
+		out[i] = s.leaseCAS(&c.Items[i])
+	}
+	return out
+}
+
 // encodeCommand frames a command as one type byte and a JSON body. JSON
 // keeps the log readable in a debugger and lets fields be added without a
 // version bump; the version lives in the body.
@@ -253,20 +268,22 @@ func encodeCommand(cmd Command) ([]byte, error) {
 }
 
 var commandFactories = map[CmdType]func() Command{
-	TypePutSite:       func() Command { return &PutSite{} },
-	TypeDeleteSite:    func() Command { return &DeleteSite{} },
-	TypePutProfile:    func() Command { return &PutProfile{} },
-	TypeDeleteProfile: func() Command { return &DeleteProfile{} },
-	TypeDeviceUpdate:  func() Command { return &DeviceUpdate{} },
-	TypeDeleteDevice:  func() Command { return &DeleteDevice{} },
-	TypeCreateOTP:     func() Command { return &CreateOTP{} },
-	TypeConsumeOTP:    func() Command { return &ConsumeOTP{} },
-	TypePutPSK:        func() Command { return &PutPSK{} },
-	TypeUsePSK:        func() Command { return &UsePSK{} },
-	TypeLeaseCAS:      func() Command { return &LeaseCAS{} },
-	TypeLeaseRelease:  func() Command { return &LeaseRelease{} },
-	TypeLeaseExpire:   func() Command { return &LeaseExpire{} },
-	TypeAudit:         func() Command { return &Audit{} },
+	TypePutSite:         func() Command { return &PutSite{} },
+	TypeDeleteSite:      func() Command { return &DeleteSite{} },
+	TypePutProfile:      func() Command { return &PutProfile{} },
+	TypeDeleteProfile:   func() Command { return &DeleteProfile{} },
+	TypeDeviceUpdate:    func() Command { return &DeviceUpdate{} },
+	TypeDeleteDevice:    func() Command { return &DeleteDevice{} },
+	TypeCreateOTP:       func() Command { return &CreateOTP{} },
+	TypeConsumeOTP:      func() Command { return &ConsumeOTP{} },
+	TypePutPSK:          func() Command { return &PutPSK{} },
+	TypeUsePSK:          func() Command { return &UsePSK{} },
+	TypeLeaseCAS:        func() Command { return &LeaseCAS{} },
+	TypeLeaseBatch:      func() Command { return &LeaseBatch{} },
+	TypeLeaseRelease:    func() Command { return &LeaseRelease{} },
+	TypeLeaseExpire:     func() Command { return &LeaseExpire{} },
+	TypeAudit:           func() Command { return &Audit{} },
+	TypeCreateAuthority: func() Command { return &CreateAuthority{} },
 }
 
 // errSkip marks an unknown command whose type carries IgnoreUnknown.

@@ -14,11 +14,12 @@ import (
 )
 
 // proposer gets an encoded command committed and applied. It keeps what
-// Apply answered (outcome: nil, ErrConflict, …) apart from a failure to
-// commit at all (err). A single raft node, a raft follower forwarding to
-// its leader, and the in-memory test store are all proposers.
+// Apply answered (the applyResult: nil, ErrConflict, …) apart from a
+// failure to commit at all (the error). A single raft node, a raft
+// follower forwarding to its leader, and the in-memory test store are all
+// proposers.
 type proposer interface {
-	propose(ctx context.Context, data []byte) (outcome, err error)
+	propose(ctx context.Context, data []byte) (applyResult, error)
 	isLeader() bool
 }
 
@@ -38,15 +39,23 @@ type Store struct {
 	// never modified in place.
 	leaseMu   sync.Mutex
 	leaseList []Lease
+
+	leaseBatch batcher
 }
 
 func newStore(s *sealer) *Store {
-	return &Store{st: newState(), sealer: s, watchers: map[chan struct{}]struct{}{}}
+	st := &Store{st: newState(), sealer: s, watchers: map[chan struct{}]struct{}{}}
+	st.leaseBatch.commit = st.commitBatch
+	return st
 }
 
 // Apply commits a command through the cluster and returns its business
 // outcome (nil, or an error wrapping ErrConflict, ErrNotFound, …).
+// Concurrent LeaseCAS calls share raft entries (see batcher.go).
 func (s *Store) Apply(ctx context.Context, cmd Command) error {
+	if c, ok := cmd.(LeaseCAS); ok {
+		return s.leaseBatch.add(ctx, c)
+	}
 	data, err := encodeCommand(cmd)
 	if err != nil {
 		return err
@@ -55,7 +64,26 @@ func (s *Store) Apply(ctx context.Context, cmd Command) error {
 	if err != nil {
 		return fmt.Errorf("commit %T: %w", cmd, err)
 	}
-	return res
+	return res.err
+}
+
+// commitBatch proposes items as one LeaseBatch and returns each outcome.
+func (s *Store) commitBatch(ctx context.Context, items []LeaseCAS) ([]error, error) {
+	data, err := encodeCommand(LeaseBatch{Items: items})
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.proposer.propose(ctx, data)
+	if err != nil {
+		return nil, fmt.Errorf("commit %d leases: %w", len(items), err)
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	if len(res.items) != len(items) {
+		return nil, fmt.Errorf("commit %d leases: %d outcomes", len(items), len(res.items))
+	}
+	return res.items, nil
 }
 
 // IsLeader reports whether this node may act for the cluster (answer DHCP,
@@ -94,21 +122,26 @@ func (s *Store) notify() {
 }
 
 // applyEntry is the FSM's Apply: decode, run against the state, notify.
-func (s *Store) applyEntry(index uint64, data []byte) error {
+func (s *Store) applyEntry(index uint64, data []byte) applyResult {
 	cmd, err := decodeCommand(data)
 	if errors.Is(err, errSkip) {
-		return nil
+		return applyResult{}
 	}
 	if err != nil {
 		// A command this node cannot decode would make its state diverge
 		// from the others'; stopping is the only safe answer.
 		panic(fmt.Sprintf("raft entry %d: %v", index, err))
 	}
+	var res applyResult
 	s.mu.Lock()
-	res := s.st.apply(cmd)
+	if b, ok := cmd.(*LeaseBatch); ok {
+		res.items = s.st.applyBatch(b)
+	} else {
+		res.err = s.st.apply(cmd)
+	}
 	s.applied = index
 	switch cmd.(type) {
-	case *LeaseCAS, *LeaseRelease, *LeaseExpire:
+	case *LeaseCAS, *LeaseBatch, *LeaseRelease, *LeaseExpire:
 		s.leaseMu.Lock()
 		s.leaseList = nil
 		s.leaseMu.Unlock()
@@ -185,8 +218,11 @@ func (s *Store) Device(uuid string) (Device, bool) {
 	return cloneDevice(v), ok
 }
 
-// Leases lists every lease, sorted by site and address. The list is shared
-// between callers until the next lease change: treat it as read-only.
+// Leases lists every lease in no particular order (SortLeases orders a
+// copy for display). The list is shared between callers until the next
+// lease change: treat it as read-only. Sorting is left out because the
+// DNS lease table re-reads this list several times a second during a
+// DHCP storm, and sorting ten thousand leases held up every commit.
 func (s *Store) Leases() []Lease {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -197,7 +233,6 @@ func (s *Store) Leases() []Lease {
 		for _, v := range s.st.Leases {
 			out = append(out, v)
 		}
-		sortLeases(out)
 		s.leaseList = out
 	}
 	return s.leaseList

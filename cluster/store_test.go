@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,9 +47,14 @@ func everyCommand(t *testing.T, s *Store) []Command {
 		LeaseCAS{Lease: Lease{IP: "10.1.0.100", MAC: "02:00:00:00:00:01", ClientID: "c1", Site: "b1", Expires: t0.Add(time.Hour)}, Time: t0},
 		LeaseCAS{Lease: Lease{IP: "10.1.0.101", ClientID: "c2", Site: "b1", Expires: t0.Add(time.Minute)}, Time: t0},
 		LeaseCAS{Lease: Lease{IP: "10.1.0.102", ClientID: "c3", Site: "b1", Expires: t0.Add(time.Hour)}, Time: t0},
+		LeaseBatch{Items: []LeaseCAS{
+			{Lease: Lease{IP: "10.1.0.103", ClientID: "c4", Site: "b1", Expires: t0.Add(time.Hour)}, Time: t0},
+			{Lease: Lease{IP: "10.1.0.104", ClientID: "c5", Site: "b1", Expires: t0.Add(time.Hour)}, Time: t0},
+		}},
 		LeaseRelease{IP: "10.1.0.102", ClientID: "c3", Time: t0},
 		LeaseExpire{Time: t0.Add(2 * time.Minute)},
 		Audit{Entry: AuditEntry{Time: t0, Actor: "test", Action: "site.put", Subject: "b1"}},
+		CreateAuthority{Authority: Authority{Name: "management", CertPEM: "-----BEGIN CERTIFICATE-----", Key: key, Created: t0}, Time: t0},
 	}
 }
 
@@ -66,8 +72,14 @@ func TestEveryCommandApplies(t *testing.T) {
 	if _, ok := s.Device("u2"); ok {
 		t.Error("deleted device still present")
 	}
-	if ls := s.Leases(); len(ls) != 1 || ls[0].IP != "10.1.0.100" {
-		t.Errorf("leases = %+v, want only 10.1.0.100 (one expired, one released)", ls)
+	ls := slices.Clone(s.Leases())
+	SortLeases(ls)
+	var ips []string
+	for _, l := range ls {
+		ips = append(ips, l.IP)
+	}
+	if want := []string{"10.1.0.100", "10.1.0.103", "10.1.0.104"}; !slices.Equal(ips, want) {
+		t.Errorf("leases = %v, want %v (one expired, one released, two batched)", ips, want)
 	}
 	if a := s.Audit(0); len(a) != 1 || a[0].Seq != 1 {
 		t.Errorf("audit = %+v", a)
@@ -136,12 +148,12 @@ func TestOTPConsumedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.applyEntry(10, data); err != nil {
+	if err := s.applyEntry(10, data).err; err != nil {
 		t.Fatalf("first consume: %v", err)
 	}
 	// The same entry applied again (a retry after a lost leadership
 	// answer) is the same consume and succeeds without changing anything.
-	if err := s.applyEntry(11, data); err != nil {
+	if err := s.applyEntry(11, data).err; err != nil {
 		t.Fatalf("replayed consume: %v", err)
 	}
 	err = s.Apply(ctx, ConsumeOTP{UUID: "u", RequestID: "req-2", Time: t0.Add(2 * time.Minute)})

@@ -3,11 +3,19 @@ package provisioner
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,4 +216,125 @@ func TestAMTSim4096BitIntermediate(t *testing.T) {
 			t.Logf("AMT %s with a 4096-bit intermediate: %s %s", version, d.State, d.LastError)
 		})
 	}
+}
+
+// TestAMTSimProfileFeatures applies profiles to the simulator and reads
+// back what the device reports, and what its 16993 serves.
+func TestAMTSimProfileFeatures(t *testing.T) {
+	cases := []struct {
+		name    string
+		profile cluster.Profile
+		sim     []string
+		want    simFeatures
+	}{
+		{"everything on, TLS", cluster.Profile{SOL: true, IDER: true, KVM: true, UserConsent: "kvm", TLS: true}, nil,
+			simFeatures{SOL: true, IDER: true, Listener: true, KVM: true, UserConsent: "kvm", TLS: simTLS{Enabled: true, LocalEnabled: true}}},
+		{"everything off", cluster.Profile{UserConsent: "none"}, nil,
+			simFeatures{UserConsent: "none"}},
+		{"SOL only, consent for everything", cluster.Profile{SOL: true, UserConsent: "all"}, nil,
+			simFeatures{SOL: true, Listener: true, UserConsent: "all"}},
+		{"TLS with every commit answer lost", cluster.Profile{KVM: true, UserConsent: "all", TLS: true}, []string{"--fault", "drop-commit-response"},
+			simFeatures{Listener: true, KVM: true, UserConsent: "all", TLS: simTLS{Enabled: true, LocalEnabled: true}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			prof, _ := e.st.Profile("standard")
+			prof.SOL, prof.IDER, prof.KVM, prof.UserConsent, prof.TLS = c.profile.SOL, c.profile.IDER, c.profile.KVM, c.profile.UserConsent, c.profile.TLS
+			if err := e.st.Apply(context.Background(), cluster.PutProfile{Profile: prof}); err != nil {
+				t.Fatal(err)
+			}
+			status := freeAddr(t)
+			e.simulate(1, append([]string{"--domain", domain, "--custom-root-hash", demoCA(t).RootSHA256(), "--status-listen", status}, c.sim...)...)
+			e.send(1, e.helloFor(1, true))
+			d := e.wait(uuidOf(1), cluster.DeviceActivated)
+
+			got := simStatus(t, status)
+			wantNames := []string(nil)
+			if c.profile.TLS {
+				wantNames = []string{d.FQDN}
+			}
+			if !slices.Equal(got.TLS.DNSNames, wantNames) {
+				t.Errorf("amtsim serves a certificate for %v, want %v", got.TLS.DNSNames, wantNames)
+			}
+			got.TLS.CertSHA256, got.TLS.DNSNames = "", nil
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("amtsim reports %+v\nwant %+v", got, c.want)
+			}
+			var steps []string
+			for _, a := range e.st.Audit(0) {
+				if a.Subject == uuidOf(1) {
+					steps = append(steps, strings.TrimPrefix(a.Action, "activation."))
+					t.Logf("%s %s: %s", a.Time.Format("15:04:05.000"), a.Action, a.Detail)
+				}
+			}
+			if c.profile.TLS != slices.Contains(steps, "tls-verify") {
+				t.Errorf("audit steps %v; TLS in profile %v", steps, c.profile.TLS)
+			}
+			if c.profile.TLS {
+				checkServedCertificate(t, e, net.JoinHostPort(ip(1), strconv.Itoa(e.port)), d.FQDN)
+			}
+		})
+	}
+}
+
+type simTLS struct {
+	Enabled      bool     `json:"enabled"`
+	LocalEnabled bool     `json:"local_enabled"`
+	CertSHA256   string   `json:"cert_sha256"`
+	DNSNames     []string `json:"cert_dns_names"`
+}
+
+type simFeatures struct {
+	SOL         bool   `json:"sol"`
+	IDER        bool   `json:"ider"`
+	Listener    bool   `json:"redirection_listener"`
+	KVM         bool   `json:"kvm"`
+	UserConsent string `json:"user_consent"`
+	TLS         simTLS `json:"tls"`
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func simStatus(t *testing.T, addr string) simFeatures {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ds []struct {
+		Features simFeatures `json:"features"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil || len(ds) != 1 {
+		t.Fatalf("amtsim status: %v (%d devices)", err, len(ds))
+	}
+	return ds[0].Features
+}
+
+// checkServedCertificate connects as a console would: TLS verified
+// against the management CA from the API, for the device's FQDN.
+func checkServedCertificate(t *testing.T, e *env, addr, fqdn string) {
+	t.Helper()
+	mux := http.NewServeMux()
+	(&Handlers{Store: e.st}).Mount(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/tls/ca", nil))
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rec.Body.Bytes()) {
+		t.Fatalf("GET /api/v1/tls/ca: %d %q", rec.Code, rec.Body.String())
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: fqdn})
+	if err != nil {
+		t.Fatalf("TLS to the device as %s: %v", fqdn, err)
+	}
+	conn.Close()
 }

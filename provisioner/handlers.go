@@ -35,7 +35,9 @@ type Handlers struct {
 //	POST /api/v1/devices/import         CSV inventory: uuid,hostname,site,profile
 //	POST /api/v1/sites/{name}/psk       new PID/PPS pairs, answered as a setup.bin
 //	POST /api/v1/sites/{name}/setup.bin bare-metal pointer setup.bin for the site
+//	GET  /api/v1/tls/ca                 the management CA certificate (PEM) devices' TLS certificates chain to
 func (h *Handlers) Mount(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/tls/ca", h.ManagementCA)
 	mux.HandleFunc("POST /api/v1/devices/{uuid}/otp", h.RegisterOTP)
 	mux.HandleFunc("POST /api/v1/devices/import", h.ImportInventory)
 	mux.HandleFunc("POST /api/v1/sites/{name}/psk", h.PSKSetupBin)
@@ -43,6 +45,19 @@ func (h *Handlers) Mount(mux *http.ServeMux) {
 }
 
 const maxBody = 8 << 20
+
+// ManagementCA answers the management CA's certificate as PEM, making the
+// CA on first use so a console can trust it before any device has TLS.
+// Only the certificate leaves; the key stays sealed in the store.
+func (h *Handlers) ManagementCA(w http.ResponseWriter, r *http.Request) {
+	a, err := EnsureAuthority(r.Context(), h.Store, h.now())
+	if err != nil {
+		httpjson.Error(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	io.WriteString(w, a.CertPEM)
+}
 
 func (h *Handlers) now() time.Time {
 	if h.Now != nil {

@@ -8,6 +8,7 @@ package provisioner
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -72,6 +73,7 @@ type Provisioner struct {
 	m        *metrics
 	limiter  *rateLimiter
 	certs    certCache
+	ca       issuerCache
 	conns    chan struct{}
 	sessions chan struct{}
 
@@ -393,6 +395,10 @@ func (j *job) prepare(ctx context.Context, site cluster.Site, dev cluster.Device
 			return out, fmt.Errorf("profile %q MEBx password: %w", prof.Name, err)
 		}
 	}
+	features, err := j.features(ctx, prof, fqdn)
+	if err != nil {
+		return out, err
+	}
 	t := p.o.Session
 	out.session = session.Params{
 		Addr:           netip.AddrPortFrom(j.src, uint16(p.o.DevicePort)).String(),
@@ -400,6 +406,7 @@ func (j *job) prepare(ctx context.Context, site cluster.Site, dev cluster.Device
 		AdminPassword:  string(admin),
 		MEBxPassword:   string(mebx),
 		TimeSync:       prof.TimeSync,
+		Features:       features,
 		CommitWait:     t.CommitWait,
 		VerifyFor:      t.VerifyFor,
 		Retries:        t.Retries,
@@ -409,6 +416,28 @@ func (j *job) prepare(ctx context.Context, site cluster.Site, dev cluster.Device
 		Now:            p.o.Now,
 	}
 	return out, nil
+}
+
+// features is what the profile configures after activation; with TLS the
+// device gets a certificate for fqdn from the management CA.
+func (j *job) features(ctx context.Context, prof cluster.Profile, fqdn string) (*session.Features, error) {
+	f := &session.Features{SOL: prof.SOL, IDER: prof.IDER, KVM: prof.KVM, UserConsent: prof.UserConsent}
+	if f.UserConsent == "" {
+		f.UserConsent = "kvm" // the config's default
+	}
+	if !prof.TLS {
+		return f, nil
+	}
+	iss, err := j.p.ca.get(ctx, j.p.o.Store, j.p.o.Now())
+	if err != nil {
+		return nil, fmt.Errorf("profile %q wants TLS: %w", prof.Name, err)
+	}
+	f.TLS = &session.TLSCertificate{
+		FQDN:  fqdn,
+		Issue: func(pub *rsa.PublicKey) ([]byte, error) { return iss.issue(fqdn, pub, j.p.o.Now()) },
+		Roots: iss.roots,
+	}
+	return f, nil
 }
 
 func trusts(h hello.Hello, sc *siteCert) bool {
@@ -458,7 +487,12 @@ func (j *job) activate(ctx context.Context, sp session.Params) {
 	res, err := session.Activate(ctx, sp)
 	if err != nil {
 		p.m.activations.WithLabelValues("failed").Inc()
-		j.fail(ctx, err.Error())
+		reason := err.Error()
+		if res.Activated {
+			// The admin password is set; only the profile is incomplete.
+			reason = "activated in admin control mode, but applying the profile failed: " + reason
+		}
+		j.fail(ctx, reason)
 		return
 	}
 	p.m.activations.WithLabelValues("activated").Inc()

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -199,9 +200,17 @@ func TestBareMetalHelloToActivated(t *testing.T) {
 			steps = append(steps, strings.TrimPrefix(a.Action, "activation."))
 		}
 	}
-	want := "hello name general-settings software-identity setup-service mebx-password admin-acl time-sync commit verify activated"
+	want := "hello name general-settings software-identity setup-service mebx-password admin-acl time-sync commit verify " +
+		"redirection kvm redirection-listener user-consent activated"
 	if got := strings.Join(steps, " "); got != want {
 		t.Errorf("audit steps\n got %s\nwant %s", got, want)
+	}
+	// The test profile turns every feature off and leaves consent at kvm.
+	dev.Lock()
+	features := []string{dev.Redirection, dev.KVM, dev.Listener, dev.OptIn}
+	dev.Unlock()
+	if want := []string{"32768", "3", "false", "1"}; !slices.Equal(features, want) {
+		t.Errorf("device features (redirection, kvm, listener, opt-in) = %v, want %v", features, want)
 	}
 	if n := counterValue(e.p.m.activations.WithLabelValues("activated")); n != 1 {
 		t.Errorf("activations metric %v", n)
@@ -235,6 +244,14 @@ func TestFailures(t *testing.T) {
 			d.FactoryPass = "changed-in-mebx"
 			d.Unlock()
 		}, want: "every credential refused"},
+		{name: "profile step fails after activation", trust: true, setup: func(e *env, d *fakeamt.Device) {
+			// The fake device has no certificate store.
+			prof, _ := e.st.Profile("standard")
+			prof.TLS = true
+			if err := e.st.Apply(context.Background(), cluster.PutProfile{Profile: prof}); err != nil {
+				t.Fatal(err)
+			}
+		}, want: "activated in admin control mode, but applying the profile failed: tls-key: "},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -18,4 +18,5 @@ type Store interface {
 	Apply(ctx context.Context, cmd cluster.Command) error
 	Seal(plain []byte) (cluster.Sealed, error)
 	Unseal(v cluster.Sealed) ([]byte, error)
+	Authority(name string) (cluster.Authority, bool)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -196,8 +197,10 @@ func (h *handlers) device(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) leases(w http.ResponseWriter, r *http.Request) {
+	ls := slices.Clone(h.o.Store.Leases())
+	cluster.SortLeases(ls)
 	out := []Lease{}
-	for _, l := range h.o.Store.Leases() {
+	for _, l := range ls {
 		out = append(out, Lease{IP: l.IP, MAC: l.MAC, Hostname: l.Hostname, Site: l.Site, State: l.State, Expires: l.Expires})
 	}
 	httpjson.Write(w, out)

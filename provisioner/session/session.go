@@ -2,7 +2,8 @@
 // against an AMT device that sent a hello (amt-protocol.md §3.2): mutual
 // TLS to the device, read realm, version and setup state, check the
 // one-time password, set the MEBx password and the admin ACL, sync the
-// clock, commit, then reconnect with the new credentials to confirm.
+// clock, commit, then reconnect with the new credentials to confirm —
+// and then, as admin, apply the profile's features (features.go).
 package session
 
 import (
@@ -66,6 +67,9 @@ type Params struct {
 	// OTP, when set, must equal the device's ProvisioningServerOTP.
 	OTP      string
 	TimeSync bool
+	// Features are applied once the device is activated; nil leaves them
+	// as the device has them.
+	Features *Features
 
 	// CommitWait is how long the device restarts its stack after
 	// CommitChanges (MeshCentral waits 5 s).
@@ -91,6 +95,9 @@ type Result struct {
 	// Recovered is set when the commit answer was lost and the state was
 	// read back, or the device was found already activated by us.
 	Recovered bool
+	// Activated is set once the device reported post-provisioning with
+	// the new password, even if applying the profile failed after that.
+	Activated bool
 }
 
 func (p *Params) defaults() {
@@ -150,10 +157,14 @@ func Activate(ctx context.Context, p Params) (Result, error) {
 		// already activated in a session whose commit answer was lost.
 		if verr := r.verify(ctx, 0); verr == nil {
 			r.res.Recovered = true
-			return r.res, nil
+			err = nil
 		}
 	}
-	return r.res, err
+	if err != nil {
+		return r.res, err
+	}
+	r.res.Activated = true
+	return r.res, r.applyFeatures(ctx)
 }
 
 func (r *run) configure(ctx context.Context) error {

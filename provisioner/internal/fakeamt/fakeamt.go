@@ -42,6 +42,11 @@ type Device struct {
 	ACLBody      string
 	TimeSet      bool
 	ExtendCalled string
+	// Features as the provisioner left them.
+	Redirection string // RequestedState of AMT_RedirectionService
+	Listener    string
+	KVM         string // RequestedState of CIM_KVMRedirectionSAP
+	OptIn       string
 }
 
 // New returns a factory-fresh device: setup mode, admin/admin.
@@ -163,6 +168,22 @@ func (d *Device) serve(w http.ResponseWriter, r *http.Request) {
 	case "AMT_TimeSynchronizationService/SetHighAccuracyTimeSynch":
 		d.TimeSet = true
 		out = ret(method, 0)
+	case "AMT_RedirectionService/RequestStateChange":
+		d.Redirection = doc.Value("RequestedState")
+		out = ret(method, 0)
+	case "CIM_KVMRedirectionSAP/RequestStateChange":
+		d.KVM = doc.Value("RequestedState")
+		out = ret(method, 0)
+	case "AMT_RedirectionService/Get", "AMT_RedirectionService/Put":
+		if method == "Put" {
+			d.Listener = doc.Value("ListenerEnabled")
+		}
+		out = "<g:AMT_RedirectionService><g:Name>Intel(r) AMT Redirection Service</g:Name><g:ListenerEnabled>" + d.Listener + "</g:ListenerEnabled></g:AMT_RedirectionService>"
+	case "IPS_OptInService/Get", "IPS_OptInService/Put":
+		if method == "Put" {
+			d.OptIn = doc.Value("OptInRequired")
+		}
+		out = "<g:IPS_OptInService><g:Name>Intel(r) AMT OptIn Service</g:Name><g:OptInRequired>" + d.OptIn + "</g:OptInRequired></g:IPS_OptInService>"
 	case "AMT_SetupAndConfigurationService/CommitChanges":
 		if d.MEBx == "" {
 			out = ret(method, 2057)

@@ -86,6 +86,18 @@ type Status struct {
 	LastError   string    `json:"last_error,omitempty"`
 	WindowEnd   time.Time `json:"window_end,omitempty"`
 	Rebooting   bool      `json:"rebooting,omitempty"`
+	// Features is what a provisioner configured after activation.
+	Features FeatureStatus `json:"features"`
+}
+
+// FeatureStatus is the redirection, consent and TLS configuration in force.
+type FeatureStatus struct {
+	SOL                 bool      `json:"sol"`
+	IDER                bool      `json:"ider"`
+	RedirectionListener bool      `json:"redirection_listener"`
+	KVM                 bool      `json:"kvm"`
+	UserConsent         string    `json:"user_consent"`
+	TLS                 TLSStatus `json:"tls"`
 }
 
 // Device is one simulated AMT device. All methods are safe for concurrent use.
@@ -116,6 +128,8 @@ type Device struct {
 	rebootUntil   time.Time
 	tlsCert       tls.Certificate
 	localPassword string
+	feat          features
+	tls           tlsStore
 }
 
 // staged holds remote-configuration settings until CommitChanges.
@@ -165,6 +179,8 @@ func New(cfg Config) (*Device, error) {
 		dnsSuffix:     cfg.DNSSuffix,
 		realm:         "Digest:" + strings.ToUpper(randomHex(16)),
 		localPassword: cfg.LocalPassword,
+		feat:          factoryFeatures(),
+		tls:           newTLSStore(),
 	}
 	if d.localPassword == "" {
 		d.localPassword = randomHex(16)
@@ -246,6 +262,10 @@ func (d *Device) statusLocked(event string) Status {
 		UUID: d.cfg.UUID.String(), AMTVersion: d.cfg.Profile.Version,
 		State: d.state.String(), ControlMode: d.mode.String(),
 		Event: event, LastError: d.lastError, Rebooting: d.now().Before(d.rebootUntil),
+		Features: FeatureStatus{
+			SOL: d.feat.sol, IDER: d.feat.ider, RedirectionListener: d.feat.listener, KVM: d.feat.kvm,
+			UserConsent: ConsentName(d.feat.optIn), TLS: d.tlsStatusLocked(),
+		},
 	}
 	if d.state == InProvisioning {
 		s.WindowEnd = d.windowEnd
@@ -386,9 +406,12 @@ func (d *Device) CheckClientChain(raw [][]byte) error {
 func (d *Device) Reboot() {
 	d.mu.Lock()
 	d.staged = staged{}
+	d.tls.staged, d.tls.dirty = d.tls.active, false
 	d.chain, d.chainStatus = nil, ChainNotStarted
-	if c, err := selfSignedCert(d.cfg.UUID); err == nil {
-		d.tlsCert = c
+	if d.tls.serving == nil {
+		if c, err := selfSignedCert(d.cfg.UUID); err == nil {
+			d.tlsCert = c
+		}
 	}
 	_, _ = rand.Read(d.nonce[:])
 	d.rebootUntil = d.now().Add(d.faults.RebootDowntime)

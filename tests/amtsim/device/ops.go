@@ -203,7 +203,14 @@ func (d *Device) CommitChanges() int {
 	const op = "CommitChanges"
 	d.mu.Lock()
 	if d.state == PostProvisioning {
+		// After activation a commit applies pending network settings.
+		if !d.commitTLSLocked() {
+			d.mu.Unlock()
+			return PTSuccess
+		}
+		publish := d.changed("tls-commit")
 		d.mu.Unlock()
+		publish()
 		return PTSuccess
 	}
 	if d.state != InProvisioning {
@@ -259,6 +266,11 @@ func (d *Device) Unprovision(mode int) int {
 	}
 	d.mode = ModeNone
 	d.chain, d.chainStatus = nil, ChainNotStarted
+	// Certificates, keys and TLS and redirection settings are erased.
+	d.feat, d.tls = factoryFeatures(), newTLSStore()
+	if c, err := selfSignedCert(d.cfg.UUID); err == nil {
+		d.tlsCert = c
+	}
 	d.state = PreProvisioning
 	if d.cfg.SetupMode {
 		d.state = InProvisioning

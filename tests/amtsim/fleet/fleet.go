@@ -142,20 +142,27 @@ func PrintStatus(w io.Writer, ds DeviceStatus, asJSON bool) {
 	}
 	line := fmt.Sprintf("%s device=%d uuid=%s mac=%s ip=%s state=%s control_mode=%s event=%s",
 		time.Now().UTC().Format(time.RFC3339), ds.Index, ds.UUID, ds.MAC, ds.IP, ds.State, ds.ControlMode, ds.Event)
+	if ds.State == device.PostProvisioning.String() {
+		ft := ds.Features
+		line += fmt.Sprintf(" sol=%t ider=%t listener=%t kvm=%t user_consent=%s tls=%t", ft.SOL, ft.IDER, ft.RedirectionListener, ft.KVM, ft.UserConsent, ft.TLS.Enabled)
+	}
 	if ds.LastError != "" {
 		line += fmt.Sprintf(" last_error=%q", ds.LastError)
 	}
 	fmt.Fprintln(w, line)
 }
 
-// StatusHandler serves the fleet's status as JSON.
-func (f *Fleet) StatusHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// ServeStatus serves GET / with statuses() as a JSON array until ctx ends.
+func ServeStatus(ctx context.Context, ln net.Listener, statuses func() []DeviceStatus) {
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(f.Status())
-	})
+		_ = enc.Encode(statuses())
+	})}
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	_ = srv.Serve(ln)
 }
 
 func run(name string, args ...string) error {

@@ -16,6 +16,9 @@ const (
 	actGet       = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
 	actEnumerate = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
 	actPull      = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"
+	actPut       = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Put"
+	actCreate    = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
+	nsTransfer   = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
 	actFault     = "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault"
 	anonymous    = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 
@@ -88,10 +91,12 @@ func (n *node) childrenNamed(name string) []*node {
 }
 
 // field is one property of a returned instance; repeated values render as
-// repeated elements (AllowedControlModes).
+// repeated elements (AllowedControlModes). A raw field holds XML (an
+// endpoint reference) rendered unescaped.
 type field struct {
 	name   string
 	values []string
+	raw    bool
 }
 
 func f(name string, v any) field { return field{name: name, values: []string{fmt.Sprint(v)}} }
@@ -99,6 +104,37 @@ func f(name string, v any) field { return field{name: name, values: []string{fmt
 type instance struct {
 	class  string
 	fields []field
+}
+
+// value is the first value of the named field, "" when absent.
+func (in instance) value(name string) string {
+	for _, fl := range in.fields {
+		if fl.name == name && len(fl.values) > 0 {
+			return fl.values[0]
+		}
+	}
+	return ""
+}
+
+// epr is a WS-Addressing endpoint reference to one instance of a class,
+// with the prefixes of the response envelope (b addressing, c wsman).
+func epr(class, selector, value string) field {
+	return field{raw: true, values: []string{`<b:Address>` + anonymous + `</b:Address><b:ReferenceParameters><c:ResourceURI>` +
+		classNamespace(class) + `</c:ResourceURI><c:SelectorSet><c:Selector Name="` + selector + `">` + esc(value) +
+		`</c:Selector></c:SelectorSet></b:ReferenceParameters>`}}
+}
+
+// named gives a field its property name.
+func (fl field) named(name string) field {
+	fl.name = name
+	return fl
+}
+
+func (fl field) text(v string) string {
+	if fl.raw {
+		return v
+	}
+	return esc(v)
 }
 
 func esc(s string) string {
@@ -113,7 +149,7 @@ func (in instance) render(p string) string {
 	fmt.Fprintf(&b, `<%s:%s xmlns:%s="%s">`, p, in.class, p, classNamespace(in.class))
 	for _, fl := range in.fields {
 		for _, v := range fl.values {
-			fmt.Fprintf(&b, `<%s:%s>%s</%s:%s>`, p, fl.name, esc(v), p, fl.name)
+			fmt.Fprintf(&b, `<%s:%s>%s</%s:%s>`, p, fl.name, fl.text(v), p, fl.name)
 		}
 	}
 	fmt.Fprintf(&b, `</%s:%s>`, p, in.class)
@@ -150,7 +186,7 @@ func outputBody(class, method string, rv int, extra ...field) string {
 	fmt.Fprintf(&b, `<g:%s xmlns:g="%s">`, in.class, classNamespace(class))
 	for _, fl := range in.fields {
 		for _, v := range fl.values {
-			fmt.Fprintf(&b, `<g:%s>%s</g:%s>`, fl.name, esc(v), fl.name)
+			fmt.Fprintf(&b, `<g:%s>%s</g:%s>`, fl.name, fl.text(v), fl.name)
 		}
 	}
 	fmt.Fprintf(&b, `</g:%s>`, in.class)

@@ -76,7 +76,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		abort(w, true)
 		return
 	}
-	if !h.authenticate(w, r) {
+	user, ok := h.authenticate(w, r)
+	if !ok {
 		return
 	}
 	env, err := parseXML(io.LimitReader(r.Body, maxRequest))
@@ -89,15 +90,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.write(w, http.StatusBadRequest, envelope(actFault, "", "", h.nextID(), faultBody("b:InvalidMessageInformationHeader", err.Error())))
 		return
 	}
+	if adminOnly(req.class) && user != device.AdminUser {
+		// Configuration classes belong to the admin account; before
+		// activation (no digest, or $$OsAdmin) nobody holds it.
+		who := user
+		if who == "" {
+			who = "a provisioning-chain session without digest"
+		}
+		h.write(w, http.StatusBadRequest, envelope(actFault, req.messageID, req.resourceURI, h.nextID(),
+			faultBody("c:AccessDenied", req.class+" needs the admin account of an activated device, not "+who)))
+		return
+	}
 	h.serve(w, req)
 }
 
-// authenticate applies the device's current credential policy.
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) bool {
+// authenticate applies the device's current credential policy and returns
+// the digest user ("" when the TLS client chain alone authenticated).
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
 	required, users := h.dev.Credentials(h.transport)
 	header := r.Header.Get("Authorization")
 	if header == "" && !required {
-		return true
+		return "", true
 	}
 	realm := h.dev.Realm()
 	if header != "" {
@@ -105,7 +118,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) bool {
 		switch {
 		case err == nil:
 			h.log.Debug("digest authentication", "user", user)
-			return true
+			return user, true
 		case errors.Is(err, errNoChallenge):
 			// Clients such as go-wsman-messages answer a challenge they have
 			// not received yet; that is a normal first round trip.
@@ -119,7 +132,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Set("Content-Type", "text/html")
 	w.WriteHeader(http.StatusUnauthorized)
 	_, _ = io.WriteString(w, "<html><head></head><body>Unauthorized</body></html>")
-	return false
+	return "", false
 }
 
 func (h *Handler) nextID() string {
@@ -188,6 +201,10 @@ func (h *Handler) serve(w http.ResponseWriter, req *request) {
 		rep = h.enumerate(req)
 	case actPull:
 		rep = h.pull(req)
+	case actPut:
+		rep = h.put(req)
+	case actCreate:
+		rep = h.create(req)
 	default:
 		method, ok := strings.CutPrefix(req.action, req.resourceURI+"/")
 		if !ok {
@@ -227,8 +244,23 @@ func (h *Handler) committed() bool {
 	return st == device.PostProvisioning
 }
 
+// errNoClass: the device has no such class.
+var errNoClass = errors.New("no such resource")
+
 // instances returns the instances of a readable class.
-func (h *Handler) instances(class string) ([]instance, bool) {
+func (h *Handler) instances(class string) ([]instance, error) {
+	if list, err := h.featureInstances(class); !errors.Is(err, errNoClass) {
+		return list, err
+	}
+	list, ok := h.setupInstances(class)
+	if !ok {
+		return nil, errNoClass
+	}
+	return list, nil
+}
+
+// setupInstances returns the instances of the classes activation reads.
+func (h *Handler) setupInstances(class string) ([]instance, bool) {
 	p := h.dev.Profile()
 	switch class {
 	case "AMT_GeneralSettings":
@@ -295,36 +327,51 @@ func (h *Handler) instances(class string) ([]instance, bool) {
 }
 
 func (h *Handler) get(req *request) reply {
-	list, ok := h.instances(req.class)
+	in, rep, ok := h.selected(req)
 	if !ok {
-		return h.fault("b:DestinationUnreachable", "no such resource: "+req.resourceURI)
-	}
-	in := list[0]
-	if id, ok := req.selectors["InstanceID"]; ok {
-		found := false
-		for _, x := range list {
-			if x.fields[0].name == "InstanceID" && x.fields[0].values[0] == id {
-				in, found = x, true
-			}
-		}
-		if !found {
-			return h.fault("b:DestinationUnreachable", fmt.Sprintf("no %s with InstanceID %q", req.class, id))
-		}
-	} else if req.class == "CIM_SoftwareIdentity" {
-		// A selector-less Get of a multi-instance class yields the AMT entry,
-		// the one provisioning servers read the version from.
-		for _, x := range list {
-			if x.fields[0].values[0] == "AMT" {
-				in = x
-			}
-		}
+		return rep
 	}
 	return reply{status: http.StatusOK, action: actGet + "Response", body: in.render("g")}
 }
 
-func (h *Handler) enumerate(req *request) reply {
-	if _, ok := h.instances(req.class); !ok {
+// selected finds the instance a Get or Put addresses: the one matching
+// every selector, else the first. A selector-less Get of
+// CIM_SoftwareIdentity yields the AMT entry, the one provisioning servers
+// read the version from.
+func (h *Handler) selected(req *request) (instance, reply, bool) {
+	list, err := h.instances(req.class)
+	if err != nil {
+		return instance{}, h.classFault(req, err), false
+	}
+	if len(req.selectors) == 0 && req.class == "CIM_SoftwareIdentity" {
+		req.selectors = map[string]string{"InstanceID": "AMT"}
+	}
+	for _, in := range list {
+		match := true
+		for name, v := range req.selectors {
+			match = match && in.value(name) == v
+		}
+		if match {
+			return in, reply{}, true
+		}
+	}
+	if len(req.selectors) > 0 {
+		return instance{}, h.fault("c:InvalidSelectors", fmt.Sprintf("no %s matches the selectors %v", req.class, req.selectors)), false
+	}
+	return instance{}, h.fault("b:DestinationUnreachable", "no instance of "+req.class), false
+}
+
+// classFault answers a failed read of a class.
+func (h *Handler) classFault(req *request, err error) reply {
+	if errors.Is(err, errNoClass) {
 		return h.fault("b:DestinationUnreachable", "no such resource: "+req.resourceURI)
+	}
+	return h.deviceFault(err)
+}
+
+func (h *Handler) enumerate(req *request) reply {
+	if _, err := h.instances(req.class); err != nil {
+		return h.classFault(req, err)
 	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
@@ -345,7 +392,10 @@ func (h *Handler) pull(req *request) reply {
 	if !ok || class != req.class {
 		return h.fault("g:InvalidEnumerationContext", "unknown enumeration context")
 	}
-	list, _ := h.instances(class)
+	list, err := h.instances(class)
+	if err != nil {
+		return h.classFault(req, err)
+	}
 	var items strings.Builder
 	for _, in := range list {
 		items.WriteString(in.render("h"))
@@ -407,6 +457,9 @@ func (h *Handler) input(req *request, method string) (params, error) {
 func (h *Handler) invoke(req *request, method string) reply {
 	key := req.class + "." + method
 	spec, ok := methods[key]
+	if !ok {
+		spec, ok = featureMethods[key]
+	}
 	if !ok || (req.class == "IPS_HostBasedSetupService" && !h.dev.Profile().HostBasedSetup) {
 		return h.fault("b:ActionNotSupported", "method not supported: "+key)
 	}
@@ -415,6 +468,9 @@ func (h *Handler) invoke(req *request, method string) reply {
 		return h.fault("c:SchemaValidationError", err.Error())
 	}
 	rv, extra, err := spec(h.dev, p)
+	if errors.Is(err, device.ErrNotActivated) {
+		return h.deviceFault(err)
+	}
 	if err != nil {
 		return h.fault("c:SchemaValidationError", fmt.Sprintf("%s: %v", method, err))
 	}

@@ -71,11 +71,12 @@ func ServeRemote(ctx context.Context, dev *device.Device, ln net.Listener) error
 
 // ServeRemoteHTTP runs the plain-HTTP remote endpoint (port 16992): it is up
 // only once the device is provisioned, as AMT without TLS configured offers
-// its management interface there.
+// its management interface there, and closes when TLS is enabled without
+// AcceptNonSecureConnections.
 func ServeRemoteHTTP(ctx context.Context, dev *device.Device, ln net.Listener) error {
 	up := func() bool {
 		st, _ := dev.State()
-		return st == device.PostProvisioning && dev.RemoteReachable()
+		return st == device.PostProvisioning && dev.RemoteReachable() && dev.PlainRemoteAllowed()
 	}
 	return serve(ctx, dev, gatedListener{Listener: ln, dev: dev, up: up}, device.Remote)
 }

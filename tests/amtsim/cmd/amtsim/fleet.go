@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
@@ -79,9 +78,7 @@ stdout, one line per change.`)
 		if err != nil {
 			return fmt.Errorf("status endpoint: %w", err)
 		}
-		srv := &http.Server{Handler: f.StatusHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
+		go fleet.ServeStatus(ctx, ln, f.Status)
 		fmt.Printf("amtsim: status on http://%s/\n", ln.Addr())
 	}
 	return f.Run(ctx)

@@ -33,6 +33,7 @@ WS-Management on /wsman.`)
 	uuidFlag := fs.String("uuid", "", "device UUID (default random)")
 	localPassword := fs.String("local-password", "", "$$OsAdmin password on --local-listen (required with it)")
 	setupMode := fs.Bool("setup-mode", true, "start in-provisioning with the window open; false starts pre-provisioning for host-based setup")
+	statusListen := fs.String("status-listen", "", "serve GET / with the device's JSON status (as the fleet's, features included) on this address")
 	var df deviceFlags
 	df.register(fs, false)
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +95,16 @@ WS-Management on /wsman.`)
 		go func() { errc <- wsman.ServeLocal(ctx, dev, lln) }()
 		fmt.Printf("amtsim: local WS-Man on http://%s/wsman as %s\n", lln.Addr(), device.LocalUser)
 	}
+	if *statusListen != "" {
+		sln, err := net.Listen("tcp", *statusListen)
+		if err != nil {
+			return fmt.Errorf("serve: status endpoint: %w", err)
+		}
+		go fleet.ServeStatus(ctx, sln, func() []fleet.DeviceStatus {
+			return []fleet.DeviceStatus{{Index: 1, Interface: "serve", IP: ipOf(ln.Addr()), Status: dev.Status()}}
+		})
+		fmt.Printf("amtsim: status on http://%s/\n", sln.Addr())
+	}
 	st := dev.Status()
 	fmt.Printf("amtsim: device %s AMT %s (%s) domain %s listening on %s\n", st.UUID, st.AMTVersion, cfg.Profile.Name, *domain, ln.Addr())
 	for ; servers > 0; servers-- {
@@ -102,4 +113,11 @@ WS-Management on /wsman.`)
 		}
 	}
 	return nil
+}
+
+func ipOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return ""
 }

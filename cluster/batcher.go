@@ -1,0 +1,116 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// A DHCP storm asks for thousands of lease commits a second. One raft
+// entry per lease costs a log write, an FSM dispatch and a future each;
+// the batcher instead gathers the LeaseCAS calls that arrive while earlier
+// ones are committing and proposes them as one LeaseBatch. Nobody waits
+// for a batch to fill: a lone request is proposed at once, and batches
+// grow only as fast as commits queue up.
+const (
+	// maxBatch bounds one entry, keeping it well under raft's message
+	// sizes and its apply time short.
+	maxBatch = 256
+	// batchCommitters is how many batches may be in flight at once: one
+	// being written while the next is gathered, and one more so raft's
+	// own group commit can still join two.
+	batchCommitters = 3
+	// batchTimeout bounds one batch's commit when its callers set no
+	// deadline of their own.
+	batchTimeout = 10 * time.Second
+)
+
+type batchItem struct {
+	ctx  context.Context
+	cas  LeaseCAS
+	done chan error
+}
+
+// batcher groups concurrent LeaseCAS commands. Its zero value, with commit
+// set, is ready.
+type batcher struct {
+	commit func(ctx context.Context, items []LeaseCAS) ([]error, error)
+
+	mu      sync.Mutex
+	queue   []*batchItem
+	running int
+}
+
+// add queues c and waits for its own outcome, or for ctx. A caller whose
+// ctx ends before its item is proposed is left out of the batch; one whose
+// ctx ends after may still see its lease committed, as with any raft
+// apply that times out.
+func (b *batcher) add(ctx context.Context, c LeaseCAS) error {
+	it := &batchItem{ctx: ctx, cas: c, done: make(chan error, 1)}
+	b.mu.Lock()
+	b.queue = append(b.queue, it)
+	start := b.running < batchCommitters
+	if start {
+		b.running++
+	}
+	b.mu.Unlock()
+	if start {
+		go b.drain()
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drain proposes batches until the queue is empty.
+func (b *batcher) drain() {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), maxBatch)
+		if n == 0 {
+			b.running--
+			b.mu.Unlock()
+			return
+		}
+		batch := make([]*batchItem, n)
+		copy(batch, b.queue)
+		b.queue = append(b.queue[:0], b.queue[n:]...)
+		b.mu.Unlock()
+		b.propose(batch)
+	}
+}
+
+func (b *batcher) propose(batch []*batchItem) {
+	live := batch[:0]
+	items := make([]LeaseCAS, 0, len(batch))
+	deadline := time.Now().Add(batchTimeout)
+	for _, it := range batch {
+		if err := it.ctx.Err(); err != nil {
+			it.done <- err
+			continue
+		}
+		if dl, ok := it.ctx.Deadline(); ok && dl.Before(deadline) {
+			deadline = dl
+		}
+		live = append(live, it)
+		items = append(items, it.cas)
+	}
+	if len(live) == 0 {
+		return
+	}
+	// The earliest deadline bounds the batch: no caller is kept waiting
+	// past its own.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	outs, err := b.commit(ctx, items)
+	for i, it := range live {
+		if err != nil {
+			it.done <- err
+		} else {
+			it.done <- outs[i]
+		}
+	}
+}
