@@ -175,6 +175,19 @@ summarize() {
 	echo " $(pct "$f.do" .5) $(pct "$f.do" .99) $(pct "$f.ra" .5) $(pct "$f.ra" .99)"
 }
 
+# cpu_ticks prints a process's user+system CPU in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# cpu1_busy prints "busy total" jiffies of CPU 1 (perfdhcp's); given an
+# earlier reading, the percentage busy since then instead.
+cpu1_busy() {
+	awk -v prev="${1:-}" '$1 == "cpu1" {
+		busy = $2 + $3 + $4 + $7 + $8 + $9; total = busy + $5 + $6
+		if (prev == "") { print busy "," total; exit }
+		split(prev, p, ","); printf "%.0f", 100 * (busy - p[1]) / (total - p[2]); exit
+	}' /proc/stat
+}
+
 declare -A RESULT
 for server in $SERVERS; do
 	log "$server: starting"
@@ -187,10 +200,13 @@ for server in $SERVERS; do
 		continue
 	fi
 	log "$server: perfdhcp at $RATE DORA/s for ${DURATION}s, $CLIENTS clients"
+	cpu0=$(cpu_ticks "$SERVER_PID") busy0=$(cpu1_busy)
 	ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l 10.77.0.2 -R "$CLIENTS" -p "$DURATION" -r "$RATE" -x t 10.77.0.1 \
 		>"$WORK/$server.perfdhcp" 2>&1 || true
+	cpu=$(($(cpu_ticks "$SERVER_PID") - cpu0))
+	drv=$(cpu1_busy "$busy0")
 	stop_server
-	RESULT[$server]=$(summarize "$WORK/$server.perfdhcp")
+	RESULT[$server]="$(summarize "$WORK/$server.perfdhcp") $cpu $drv"
 	log "$server: ${RESULT[$server]}"
 done
 
@@ -199,17 +215,27 @@ BB=$(rate_of branchbox)
 
 echo "### DHCP leases/s (perfdhcp, relayed, offered $RATE DORA/s, ${DURATION}s, $CLIENTS clients; server on CPU 0, perfdhcp on CPU 1)"
 echo
-echo "| server | leases/s | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | branchbox ÷ server |"
-echo "|---|---|---|---|---|---|"
+TICK=$(getconf CLK_TCK)
+cpu_per_lease() { # µs of server CPU per lease
+	awk -v c="$1" -v r="$2" -v d="$DURATION" -v t="$TICK" 'BEGIN { if (r > 0) printf "%.0f", c / t * 1e6 / (r * d); else print "-" }'
+}
+read -r _ _ _ _ _ _ _ BBCPU _ <<<"${RESULT[branchbox]:-failed}"
+BBCPL=$(cpu_per_lease "${BBCPU:-0}" "$BB")
+echo "| server | leases/s | server CPU µs / lease | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | perfdhcp CPU % | branchbox ÷ server, leases/s | server ÷ branchbox, CPU / lease |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for server in $SERVERS; do
 	r=${RESULT[$server]:-failed}
 	if [ "$r" = failed ]; then
-		echo "| $server | failed | | | | |"
+		echo "| $server | failed | | | | | | | |"
 		continue
 	fi
-	read -r rate dol ral dop50 dop99 rap50 rap99 <<<"$r"
+	read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv <<<"$r"
+	cpl=$(cpu_per_lease "$cpu" "$rate")
 	ratio=$(awk -v a="$BB" -v b="$rate" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
-	echo "| $server | $rate | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $ratio |"
+	cratio=$(awk -v a="$BBCPL" -v b="$cpl" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", b / a; else print "-" }')
+	echo "| $server | $rate | $cpl | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $drv | $ratio | $cratio |"
 done
 echo
+echo "Server CPU is the server process's user+system time over the run; perfdhcp CPU is CPU 1's busy share. When"
+echo "perfdhcp is near 100% the offered rate is what the driver can push, and CPU per lease is the fairer capacity ratio."
 echo "branchbox commits every lease through raft (fsync'd) before its ACK; kea uses memfile with persist, dnsmasq its lease file."
