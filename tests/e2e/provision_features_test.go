@@ -57,6 +57,9 @@ func TestProvisionProfileFeatures(t *testing.T) {
 	l.waitStates(3*time.Minute, map[*fleet]string{fOn: "activated", fOff: "activated"})
 
 	caPEM := l.managementCA()
+	if got := l.app.MustRun(l.bin, "ctl", "--config", l.cfg, "tls", "ca"); got != caPEM {
+		t.Errorf("ctl tls ca printed\n%s\nwant the API's\n%s", got, caPEM)
+	}
 	caFile := filepath.Join(l.dir, "management-ca.pem")
 	writeFile(t, caFile, caPEM, 0o644)
 	roots := x509.NewCertPool()

@@ -37,6 +37,8 @@ commands:
   sites setup-bin SITE --mebx-password-file F -o OUT
                                          a bare-metal setup.bin pointing devices at this box
   audit [--limit N]                      the newest audit entries
+  tls ca [-o FILE]                       the management CA certificate (PEM) that devices'
+                                         operational TLS certificates chain to
 
 Without --config, the embedded default's API address and data directory are
 used ($BRANCHBOX_DATA, else ./data).
@@ -278,6 +280,20 @@ func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
 				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", s.Name, s.Domain, s.Subnet, on, strings.Join(s.Range, "-"), s.HasCert, s.Source)
 			}
 		})
+	case cmd == "tls" && sub == "ca":
+		pem, _, err := c.Raw("GET", "/api/v1/tls/ca", nil)
+		if err != nil {
+			return err
+		}
+		if out := a.flags["out"]; out != "" {
+			if err := os.WriteFile(out, pem, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "wrote %s\n", out)
+			return nil
+		}
+		_, err = w.Write(pem)
+		return err
 	case cmd == "audit":
 		limit := a.flags["limit"]
 		if limit == "" {
