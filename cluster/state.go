@@ -301,21 +301,20 @@ func decodeCommand(b []byte) (Command, error) {
 		}
 		return nil, fmt.Errorf("unknown command type %d", t)
 	}
-	cmd := mk()
-	var env struct {
-		V   int             `json:"v"`
-		Cmd json.RawMessage `json:"c"`
-	}
+	// One pass: json fills the command the interface already points at.
+	// Every entry is decoded on every node, so a second pass over the body
+	// showed in DHCP profiles.
+	env := struct {
+		V   int     `json:"v"`
+		Cmd Command `json:"c"`
+	}{Cmd: mk()}
 	if err := json.Unmarshal(b[1:], &env); err != nil {
 		return nil, fmt.Errorf("decode command type %d: %w", t, err)
 	}
 	if env.V != 1 {
 		return nil, fmt.Errorf("command type %d: unsupported version %d", t, env.V)
 	}
-	if err := json.Unmarshal(env.Cmd, cmd); err != nil {
-		return nil, fmt.Errorf("decode command type %d: %w", t, err)
-	}
-	return cmd, nil
+	return env.Cmd, nil
 }
 
 // clone deep-copies what readers may keep, so indexes handed out never
