@@ -61,9 +61,11 @@ func TestBatcherLeavesOutCancelledCallers(t *testing.T) {
 	go func() { done <- b.add(context.Background(), cas("10.0.0.1")) }()
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 
-	// Occupy every other committer so the next caller must queue.
+	// Occupy every other committer so the next caller must queue; one at
+	// a time, or a committer could take two callers in one batch.
 	for i := range batchCommitters - 1 {
 		go b.add(context.Background(), cas(fmt.Sprintf("10.0.1.%d", i)))
+		waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == i+2 })
 	}
 	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.running == batchCommitters })
 	ctx, cancel := context.WithCancel(context.Background())

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // Config says how to open a node.
@@ -36,12 +35,12 @@ type Member struct {
 
 // Node is a raft member holding a Store.
 type Node struct {
-	Store *Store
-	raft  *raft.Raft
-	bolt  *raftboltdb.BoltStore
-	trans raft.Transport
-	id    string
-	log   *slog.Logger
+	Store  *Store
+	raft   *raft.Raft
+	stores *raftStores
+	trans  raft.Transport
+	id     string
+	log    *slog.Logger
 }
 
 // raftProposer commits through the local raft instance. It is the seam a
@@ -93,19 +92,19 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db")})
+	stores, err := openRaftStores(raftDir)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log: %w", err)
+		return nil, err
 	}
-	logs, err := raft.NewLogCache(512, bolt)
+	logs, err := raft.NewLogCache(512, stores.log)
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
 
@@ -114,12 +113,12 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.RaftBind != "" {
 		tcpAddr, err := net.ResolveTCPAddr("tcp", cfg.RaftBind)
 		if err != nil {
-			bolt.Close()
+			stores.Close()
 			return nil, fmt.Errorf("raft address %q: %w", cfg.RaftBind, err)
 		}
 		tt, err := raft.NewTCPTransportWithLogger(cfg.RaftBind, tcpAddr, 3, 10*time.Second, hlog)
 		if err != nil {
-			bolt.Close()
+			stores.Close()
 			return nil, fmt.Errorf("raft transport: %w", err)
 		}
 		trans, addr = tt, tt.LocalAddr()
@@ -134,26 +133,26 @@ func Open(cfg Config) (*Node, error) {
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
 
-	has, err := raft.HasExistingState(logs, bolt, snaps)
+	has, err := raft.HasExistingState(logs, stores.stable, snaps)
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, fmt.Errorf("raft state: %w", err)
 	}
 	if !has {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}}}
-		if err := raft.BootstrapCluster(rc, logs, bolt, snaps, trans, boot); err != nil {
-			bolt.Close()
+		if err := raft.BootstrapCluster(rc, logs, stores.stable, snaps, trans, boot); err != nil {
+			stores.Close()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 		log.Info("bootstrapped a new cluster of one", "node", cfg.ID)
 	}
-	r, err := raft.NewRaft(rc, fsm{store}, logs, bolt, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm{store}, logs, stores.stable, snaps, trans)
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	store.proposer = raftProposer{r}
-	return &Node{Store: store, raft: r, bolt: bolt, trans: trans, id: cfg.ID, log: log}, nil
+	return &Node{Store: store, raft: r, stores: stores, trans: trans, id: cfg.ID, log: log}, nil
 }
 
 // WaitLeader blocks until the cluster has a leader and, if this node is
@@ -229,7 +228,7 @@ func (n *Node) Close() error {
 	if c, ok := n.trans.(interface{ Close() error }); ok {
 		c.Close()
 	}
-	if cerr := n.bolt.Close(); err == nil {
+	if cerr := n.stores.Close(); err == nil {
 		err = cerr
 	}
 	return err

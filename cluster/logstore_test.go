@@ -1,0 +1,83 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// An older release kept raft entries in raft.db; opening moves them into
+// the segment log, keeps the stable keys, and survives a migration that
+// stopped part-way.
+func TestOpenRaftStoresMigratesBoltEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		prep func(t *testing.T, raftDir string)
+	}{
+		{"fresh migration", func(*testing.T, string) {}},
+		{"interrupted migration left a partial copy", func(t *testing.T, raftDir string) {
+			if err := os.MkdirAll(filepath.Join(raftDir, "log.migrating"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(raftDir, "log.migrating", fmt.Sprintf("%020d.seg", 1)), []byte("partial"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raftDir := t.TempDir()
+			old, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []*raft.Log
+			for i := uint64(11); i <= 600; i++ {
+				want = append(want, &raft.Log{Index: i, Term: 1 + i/100, Type: raft.LogCommand, Data: []byte(fmt.Sprintf("entry %d", i))})
+			}
+			if err := old.StoreLogs(want); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+			tc.prep(t, raftDir)
+
+			for round := range 2 { // the second open finds nothing to migrate
+				s, err := openRaftStores(raftDir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				first, _ := s.log.FirstIndex()
+				last, _ := s.log.LastIndex()
+				if first != 11 || last != 600 {
+					t.Fatalf("round %d: log is %d-%d, want 11-600", round, first, last)
+				}
+				for _, w := range want {
+					var got raft.Log
+					if err := s.log.GetLog(w.Index, &got); err != nil {
+						t.Fatalf("entry %d: %v", w.Index, err)
+					}
+					if got.Term != w.Term || !bytes.Equal(got.Data, w.Data) {
+						t.Fatalf("entry %d = term %d %q", w.Index, got.Term, got.Data)
+					}
+				}
+				if n, _ := s.stable.LastIndex(); n != 0 {
+					t.Fatalf("raft.db still holds entries up to %d", n)
+				}
+				if term, err := s.stable.GetUint64([]byte("CurrentTerm")); err != nil || term != 7 {
+					t.Fatalf("CurrentTerm = %d, %v", term, err)
+				}
+				if _, err := os.Stat(filepath.Join(raftDir, "log.migrating")); !os.IsNotExist(err) {
+					t.Fatalf("log.migrating left behind: %v", err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
