@@ -23,6 +23,11 @@ const (
 	// batchTimeout bounds one batch's commit when its callers set no
 	// deadline of their own.
 	batchTimeout = 10 * time.Second
+	// defaultIdle is how long a committer with nothing to do waits for
+	// more before it exits. Committers are kept rather than started per
+	// batch because each grows a deep stack (JSON, raft) that a fresh
+	// goroutine would have to grow again.
+	defaultIdle = 10 * time.Second
 )
 
 type batchItem struct {
@@ -34,11 +39,14 @@ type batchItem struct {
 // batcher groups concurrent LeaseCAS commands. Its zero value, with commit
 // set, is ready.
 type batcher struct {
-	commit func(ctx context.Context, items []LeaseCAS) ([]error, error)
+	commit    func(ctx context.Context, items []LeaseCAS) ([]error, error)
+	idleAfter time.Duration // 0 means defaultIdle
 
 	mu      sync.Mutex
 	queue   []*batchItem
-	running int
+	running int // committers alive, idle ones included
+	idle    int // committers waiting on wake
+	wake    chan struct{}
 }
 
 // add queues c and waits for its own outcome, or for ctx. A caller whose
@@ -49,13 +57,20 @@ func (b *batcher) add(ctx context.Context, c LeaseCAS) error {
 	it := &batchItem{ctx: ctx, cas: c, done: make(chan error, 1)}
 	b.mu.Lock()
 	b.queue = append(b.queue, it)
-	start := b.running < batchCommitters
-	if start {
+	switch {
+	case b.idle > 0:
+		b.idle--
+		b.mu.Unlock()
+		b.wake <- struct{}{}
+	case b.running < batchCommitters:
 		b.running++
-	}
-	b.mu.Unlock()
-	if start {
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		b.mu.Unlock()
 		go b.drain()
+	default:
+		b.mu.Unlock()
 	}
 	select {
 	case err := <-it.done:
@@ -65,15 +80,39 @@ func (b *batcher) add(ctx context.Context, c LeaseCAS) error {
 	}
 }
 
-// drain proposes batches until the queue is empty.
+// drain proposes batches while there are any, then waits to be woken,
+// exiting after idleAfter without work. Every idle-- in add is paired
+// with one send on wake, so a committer that times out exits only if no
+// send is owed to the idle committers.
 func (b *batcher) drain() {
+	idle := b.idleAfter
+	if idle == 0 {
+		idle = defaultIdle
+	}
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
 	for {
 		b.mu.Lock()
 		n := min(len(b.queue), maxBatch)
 		if n == 0 {
-			b.running--
+			b.idle++
 			b.mu.Unlock()
-			return
+			timer.Reset(idle)
+			select {
+			case <-b.wake:
+				continue
+			case <-timer.C:
+			}
+			b.mu.Lock()
+			if b.idle > 0 {
+				b.idle--
+				b.running--
+				b.mu.Unlock()
+				return
+			}
+			b.mu.Unlock()
+			<-b.wake // a caller took this slot and is sending
+			continue
 		}
 		batch := make([]*batchItem, n)
 		copy(batch, b.queue)

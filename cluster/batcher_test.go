@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -80,7 +81,7 @@ func TestBatcherLeavesOutCancelledCallers(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("first caller: %v", err)
 	}
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.running == 0 })
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 0 && b.idle == b.running })
 	for _, batch := range got {
 		for _, it := range batch {
 			if it.Lease.IP == "10.0.0.2" {
@@ -107,4 +108,49 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	t.Fatal("condition not reached in 1s")
+}
+
+// Committers outlive their batch (a new goroutine would regrow its stack)
+// and exit once idle; callers arriving just as one times out are still
+// served.
+func TestBatcherCommittersIdleThenExit(t *testing.T) {
+	var committed atomic.Int64
+	b := batcher{idleAfter: time.Millisecond, commit: func(ctx context.Context, items []LeaseCAS) ([]error, error) {
+		committed.Add(int64(len(items)))
+		return make([]error, len(items)), nil
+	}}
+	for range 50 {
+		if err := b.add(context.Background(), LeaseCAS{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 400 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%20) * 100 * time.Microsecond) // straddle the idle timeouts
+			if err := b.add(context.Background(), LeaseCAS{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := committed.Load(); n != 450 {
+		t.Fatalf("%d committed, want 450", n)
+	}
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.running == 0 && b.idle == 0 })
+
+	b.idleAfter = time.Hour
+	for range 20 {
+		if err := b.add(context.Background(), LeaseCAS{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.idle == b.running })
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running != 1 || b.idle != 1 {
+		t.Fatalf("after sequential adds: %d committers, %d idle; want the first one woken each time", b.running, b.idle)
+	}
 }

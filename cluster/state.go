@@ -257,6 +257,9 @@ func (s *state) applyBatch(c *LeaseBatch) []error {
 // keeps the log readable in a debugger and lets fields be added without a
 // version bump; the version lives in the body.
 func encodeCommand(cmd Command) ([]byte, error) {
+	if bc, ok := cmd.(binaryEncoder); ok {
+		return bc.appendBinary([]byte{byte(cmd.Type())}), nil
+	}
 	body, err := json.Marshal(struct {
 		V   int     `json:"v"`
 		Cmd Command `json:"c"`
@@ -301,13 +304,20 @@ func decodeCommand(b []byte) (Command, error) {
 		}
 		return nil, fmt.Errorf("unknown command type %d", t)
 	}
+	cmd := mk()
+	if bc, ok := cmd.(binaryDecoder); ok && len(b) > 1 && b[1] != '{' {
+		if err := bc.decodeBinary(b[1:]); err != nil {
+			return nil, fmt.Errorf("decode command type %d: %w", t, err)
+		}
+		return cmd, nil
+	}
 	// One pass: json fills the command the interface already points at.
 	// Every entry is decoded on every node, so a second pass over the body
 	// showed in DHCP profiles.
 	env := struct {
 		V   int     `json:"v"`
 		Cmd Command `json:"c"`
-	}{Cmd: mk()}
+	}{Cmd: cmd}
 	if err := json.Unmarshal(b[1:], &env); err != nil {
 		return nil, fmt.Errorf("decode command type %d: %w", t, err)
 	}

@@ -20,7 +20,7 @@ func FuzzProcess(f *testing.F) {
 	f.Add([]byte{1, 1, 6, 0})
 	s, _ := newTestServer(f, nil)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		isDiscover(pkt) // the read loop's peek must survive anything too
+		peekType(pkt) // the read loop's peek must survive anything too
 		for _, iface := range []string{"eth-b1", ""} {
 			reply, dst := s.process(iface, pkt)
 			if reply == nil {

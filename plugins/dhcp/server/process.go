@@ -97,10 +97,10 @@ func (s *Server) destination(req, resp *dhcpv4.DHCPv4) *net.UDPAddr {
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: s.clientPort}
 }
 
-// isDiscover peeks at option 53 without decoding the packet, for load
-// shedding in the read loop. Anything it cannot read is "not a DISCOVER"
-// and left to process to judge.
-func isDiscover(pkt []byte) bool {
+// peekType reads option 53 without decoding the packet, so the read loop
+// can route it cheaply. Anything it cannot read is 0 and left to process
+// to judge.
+func peekType(pkt []byte) dhcpv4.MessageType {
 	const optionsStart = 240 // fixed BOOTP header plus the magic cookie
 	for i := optionsStart; i+1 < len(pkt); {
 		code := pkt[i]
@@ -109,13 +109,13 @@ func isDiscover(pkt []byte) bool {
 			i++
 			continue
 		case 255: // end
-			return false
+			return 0
 		}
 		n := int(pkt[i+1])
 		if code == 53 && n == 1 && i+2 < len(pkt) {
-			return pkt[i+2] == byte(dhcpv4.MessageTypeDiscover)
+			return dhcpv4.MessageType(pkt[i+2])
 		}
 		i += 2 + n
 	}
-	return false
+	return 0
 }

@@ -336,11 +336,14 @@ type packet struct {
 	at   time.Time
 }
 
-// read queues each datagram for the workers. When every worker is busy
-// (each may be waiting for its commit) and the queue is full, the packet
-// is dropped: that is what a flood deserves, and it never stalls reading.
-// Past a quarter full, new DISCOVERs are shed first: a REQUEST finishes an
-// exchange already paid for, a DISCOVER only starts one.
+// read serves DISCOVERs and INFORMs itself: they commit nothing, so they
+// never wait, and answering them here saves a hand-off to another
+// goroutine per packet. Everything else may wait for a raft commit and is
+// queued for the workers. When every worker is busy (each may be waiting
+// for its commit) and the queue is full, the packet is dropped: that is
+// what a flood deserves, and it never stalls reading. Past a quarter
+// full, new DISCOVERs are shed first: a REQUEST finishes an exchange
+// already paid for, a DISCOVER only starts one.
 func (s *Server) read(l *listener) {
 	buf := make([]byte, 4096)
 	for {
@@ -352,8 +355,15 @@ func (s *Server) read(l *listener) {
 			s.log.Warn("dhcp read failed", "interface", l.iface, "err", err)
 			continue
 		}
-		if len(s.queue) > cap(s.queue)/4 && isDiscover(buf[:n]) {
-			s.m.dropped.WithLabelValues(dropOverload).Inc()
+		switch peekType(buf[:n]) {
+		case dhcpv4.MessageTypeDiscover:
+			if len(s.queue) > cap(s.queue)/4 {
+				s.m.dropped.WithLabelValues(dropOverload).Inc()
+				continue
+			}
+			fallthrough
+		case dhcpv4.MessageTypeInform:
+			s.serve(packet{l: l, data: buf[:n], peer: peer, at: time.Now()})
 			continue
 		}
 		select {

@@ -276,19 +276,19 @@ func counter(t testing.TB, c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
-func TestIsDiscover(t *testing.T) {
+func TestPeekType(t *testing.T) {
 	tests := []struct {
 		name string
 		pkt  []byte
-		want bool
+		want dhcpv4.MessageType
 	}{
-		{"discover", discoverPkt(t, hw(1), nil), true},
-		{"request", requestPkt(t, hw(1), nil, net.IPv4(10, 1, 0, 100), nil), false},
-		{"truncated", discoverPkt(t, hw(1), nil)[:241], false},
-		{"empty", nil, false},
+		{"discover", discoverPkt(t, hw(1), nil), dhcpv4.MessageTypeDiscover},
+		{"request", requestPkt(t, hw(1), nil, net.IPv4(10, 1, 0, 100), nil), dhcpv4.MessageTypeRequest},
+		{"truncated", discoverPkt(t, hw(1), nil)[:241], 0},
+		{"empty", nil, 0},
 	}
 	for _, tt := range tests {
-		if got := isDiscover(tt.pkt); got != tt.want {
+		if got := peekType(tt.pkt); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}
