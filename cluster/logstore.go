@@ -40,6 +40,13 @@ func openRaftStores(raftDir string) (*raftStores, error) {
 		stable.Close()
 		return nil, err
 	}
+	// raft.db and log/ may have just been created: make their names
+	// durable too.
+	if err := syncDir(raftDir); err != nil {
+		log.Close()
+		stable.Close()
+		return nil, err
+	}
 	// Entries still in raft.db were copied by a migration that stopped
 	// before it could drop them.
 	if err := dropLogs(stable); err != nil {
@@ -60,6 +67,18 @@ func migrateLog(from raft.LogStore, raftDir, logDir string) error {
 	last, err := from.LastIndex()
 	if err != nil {
 		return fmt.Errorf("raft log migration: %w", err)
+	}
+	// A bolt log can have a hole: a follower that installed a snapshot
+	// keeps the entries it had below it. Only the unbroken run that ends
+	// at the last entry matters; raft's snapshot covers the rest.
+	for i := last; first > 0 && i > first; i-- {
+		var l raft.Log
+		if err := from.GetLog(i-1, &l); errors.Is(err, raft.ErrLogNotFound) {
+			first = i
+			break
+		} else if err != nil {
+			return fmt.Errorf("raft log migration: entry %d: %w", i-1, err)
+		}
 	}
 	tmp := logDir + ".migrating"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -88,13 +107,17 @@ func migrateLog(from raft.LogStore, raftDir, logDir string) error {
 	if err := os.Rename(tmp, logDir); err != nil {
 		return fmt.Errorf("raft log migration: %w", err)
 	}
-	d, err := os.Open(raftDir)
+	return syncDir(raftDir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("raft log migration: %w", err)
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("raft log migration: %w", err)
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

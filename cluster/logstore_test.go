@@ -81,3 +81,33 @@ func TestOpenRaftStoresMigratesBoltEntries(t *testing.T) {
 		})
 	}
 }
+
+// A follower's bolt log keeps entries below a snapshot it installed, so it
+// can have a hole; only the run ending at the last entry is carried over.
+func TestOpenRaftStoresMigratesOnlyTheRunAfterAHole(t *testing.T) {
+	raftDir := t.TempDir()
+	old, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]uint64{{11, 100}, {201, 300}} {
+		var logs []*raft.Log
+		for i := r[0]; i <= r[1]; i++ {
+			logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint(i))})
+		}
+		if err := old.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	s, err := openRaftStores(raftDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first, _ := s.log.FirstIndex()
+	last, _ := s.log.LastIndex()
+	if first != 201 || last != 300 {
+		t.Fatalf("migrated log is %d-%d, want 201-300", first, last)
+	}
+}

@@ -131,13 +131,14 @@ func (s *Store) load() error {
 			return err
 		}
 		if g.count() == 0 {
-			// Rolled to but never written (or its only write was torn).
 			g.f.Close()
+			if i != len(firsts)-1 {
+				// Damage, not a crash: keep it for whoever investigates.
+				return fmt.Errorf("raft log: segment %s holds no entries but later ones exist", filepath.Base(s.path(first)))
+			}
+			// Rolled to but never written (or its only write was torn).
 			if err := os.Remove(s.path(first)); err != nil {
 				return fmt.Errorf("raft log: %w", err)
-			}
-			if i != len(firsts)-1 {
-				return fmt.Errorf("raft log: segment %s holds no entries but later ones exist", filepath.Base(s.path(first)))
 			}
 			continue
 		}
@@ -310,8 +311,14 @@ func appendRecord(buf []byte, l *raft.Log) []byte {
 // StoreLog implements raft.LogStore.
 func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
-// StoreLogs appends logs, which must follow the last entry without a gap
-// (any index when the log is empty), and returns once they are durable.
+// StoreLogs appends logs, which must be consecutive, and returns once
+// they are durable. Logs that start past the end replace the whole log
+// (any index goes when it is empty); an overlap is refused.
+//
+// Raft appends past the end only when a snapshot covers the gap. It
+// empties a monotonic log after installing one, but a crash before or
+// part-way through that delete leaves old entries, and refusing the gap
+// would then stop this node taking entries for good.
 func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
@@ -322,7 +329,8 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		return s.err
 	}
 	next := s.last + 1
-	if s.first == 0 {
+	replace := s.first != 0 && logs[0].Index > next
+	if s.first == 0 || replace {
 		next = logs[0].Index
 	}
 	for _, l := range logs {
@@ -330,6 +338,12 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			return fmt.Errorf("raft log: entry %d does not follow %d", l.Index, next-1)
 		}
 		next++
+	}
+	if replace {
+		if err := s.dropSegments(0); err != nil {
+			return s.fail(err)
+		}
+		s.first, s.last = 0, 0
 	}
 	// Records destined for one segment are written and synced before
 	// the next segment is touched, so a crash can tear only the newest
@@ -509,15 +523,11 @@ func (s *Store) DeleteRange(lo, hi uint64) error {
 			n++
 		}
 		for _, g := range s.segs[:n] {
-			g.f.Close()
-			if err := os.Remove(s.path(g.first)); err != nil {
-				return s.fail(fmt.Errorf("raft log: %w", err))
+			if err := s.removeSegment(g); err != nil {
+				return s.fail(err)
 			}
 		}
 		s.segs = slices.Delete(s.segs, 0, n)
-		if err := syncDir(s.dir); err != nil {
-			return s.fail(err)
-		}
 		s.first = hi + 1
 	case hi == s.last:
 		if err := s.truncate(lo); err != nil {
@@ -553,12 +563,21 @@ func (s *Store) truncate(lo uint64) error {
 // dropSegments removes segs[from:], newest first.
 func (s *Store) dropSegments(from int) error {
 	for i := len(s.segs) - 1; i >= from; i-- {
-		g := s.segs[i]
-		g.f.Close()
-		if err := os.Remove(s.path(g.first)); err != nil {
-			return fmt.Errorf("raft log: %w", err)
+		if err := s.removeSegment(s.segs[i]); err != nil {
+			return err
 		}
 		s.segs = s.segs[:i]
+	}
+	return nil
+}
+
+// removeSegment deletes g's file durably before the caller removes the
+// next one: the filesystem may persist unsynced unlinks in any order, and
+// a crash must leave a run of segments, never one with a hole.
+func (s *Store) removeSegment(g *segment) error {
+	g.f.Close()
+	if err := os.Remove(s.path(g.first)); err != nil {
+		return fmt.Errorf("raft log: %w", err)
 	}
 	return syncDir(s.dir)
 }

@@ -110,7 +110,7 @@ func TestRoundTripAcrossSegmentsAndReopen(t *testing.T) {
 }
 
 func TestExtensionsAndZeroTime(t *testing.T) {
-	s := open(t, t.TempDir(), 0)
+	s := open(t, t.TempDir(), 64<<10)
 	store(t, s, []*raft.Log{{Index: 7, Term: 3, Type: raft.LogConfiguration, Data: []byte("cfg"), Extensions: []byte("ext")}})
 	s = reopen(t, s)
 	var got raft.Log
@@ -122,15 +122,54 @@ func TestExtensionsAndZeroTime(t *testing.T) {
 	}
 }
 
-func TestStoreRefusesAGap(t *testing.T) {
-	s := open(t, t.TempDir(), 0)
+func TestStoreRefusesOverlapsAndGapsWithinABatch(t *testing.T) {
+	s := open(t, t.TempDir(), 64<<10)
 	store(t, s, entries(5, 9, 1, 10))
-	for _, logs := range [][]*raft.Log{entries(11, 12, 1, 10), entries(9, 10, 1, 10), {entry(10, 1, 10), entry(12, 1, 10)}} {
+	for _, logs := range [][]*raft.Log{entries(9, 10, 1, 10), entries(4, 4, 1, 10), {entry(10, 1, 10), entry(12, 1, 10)}} {
 		if err := s.StoreLogs(logs); err == nil || !strings.Contains(err.Error(), "does not follow") {
 			t.Fatalf("StoreLogs(%d...) err = %v", logs[0].Index, err)
 		}
 	}
 	check(t, s, 5, 9, term1, 10)
+}
+
+// Raft appends past the end only once a snapshot covers the gap. It
+// normally empties a monotonic log first, but a crash before or part-way
+// through that delete leaves old entries behind; the append must still
+// succeed, or the node could never take another entry.
+func TestAppendPastTheEndReplacesTheLog(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// crashedDelete leaves only the oldest segment, as a crash part-way
+		// through DeleteRange(first, last) can (it removes newest first).
+		crashedDelete bool
+	}{
+		{name: "whole log left"},
+		{name: "delete-all cut short", crashedDelete: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, 4096)
+			store(t, s, entries(1, 100, 1, 100))
+			if tc.crashedDelete {
+				s.Close()
+				for _, f := range segFiles(t, dir)[1:] {
+					if err := os.Remove(f); err != nil {
+						t.Fatal(err)
+					}
+				}
+				s = open(t, dir, 4096)
+				check(t, s, 1, 29, term1, 100)
+			}
+			store(t, s, entries(501, 510, 2, 100))
+			term2 := func(uint64) uint64 { return 2 }
+			check(t, s, 501, 510, term2, 100)
+			check(t, reopen(t, s), 501, 510, term2, 100)
+			if files := segFiles(t, dir); len(files) != 1 {
+				t.Fatalf("segments left: %v", files)
+			}
+		})
+	}
 }
 
 func TestDeleteRange(t *testing.T) {
@@ -178,12 +217,102 @@ func TestDeleteRange(t *testing.T) {
 }
 
 func TestDeleteFromTheMiddleIsRefused(t *testing.T) {
-	s := open(t, t.TempDir(), 0)
+	s := open(t, t.TempDir(), 64<<10)
 	store(t, s, entries(1, 10, 1, 10))
 	if err := s.DeleteRange(3, 5); err == nil || !strings.Contains(err.Error(), "middle") {
 		t.Fatalf("err = %v", err)
 	}
 	check(t, s, 1, 10, term1, 10)
+}
+
+// After a failed write the store refuses everything, reads included, until
+// it is reopened: what reached the disk is only known by reading it back.
+func TestAFailedWriteStopsTheStore(t *testing.T) {
+	s := open(t, t.TempDir(), 4096)
+	store(t, s, entries(1, 10, 1, 100))
+	s.tail().f.Close() // the next write fails as a dying disk's would
+	err := s.StoreLogs(entries(11, 12, 1, 100))
+	if err == nil {
+		t.Fatal("StoreLogs on a closed file succeeded")
+	}
+	var l raft.Log
+	for name, got := range map[string]error{
+		"StoreLogs":   s.StoreLogs(entries(11, 11, 1, 100)),
+		"GetLog":      s.GetLog(5, &l),
+		"DeleteRange": s.DeleteRange(8, 10),
+		"LastIndex":   func() error { _, err := s.LastIndex(); return err }(),
+	} {
+		if !errors.Is(got, err) {
+			t.Errorf("%s after the failure: err = %v, want %v", name, got, err)
+		}
+	}
+	check(t, reopen(t, s), 1, 10, term1, 100)
+}
+
+// Readers racing appends, compactions and truncations see each entry
+// whole or not at all (run with -race for the locking).
+func TestReadsDuringWrites(t *testing.T) {
+	s := open(t, t.TempDir(), crashSegSize)
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for r := range 4 {
+		go func() {
+			var err error
+			defer func() { errs <- err }()
+			for n := uint64(r); ; n++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				first, _ := s.FirstIndex()
+				last, _ := s.LastIndex()
+				if last == 0 {
+					continue
+				}
+				i := first + n%(last-first+1)
+				var got raft.Log
+				if err = s.GetLog(i, &got); errors.Is(err, raft.ErrLogNotFound) {
+					err = nil // deleted since FirstIndex or LastIndex
+					continue
+				}
+				if err != nil {
+					return
+				}
+				if !sameEntry(&got, crashEntry(i, got.Term)) {
+					err = fmt.Errorf("entry %d (term %d) read back wrong", i, got.Term)
+					return
+				}
+			}
+		}()
+	}
+	next, term := uint64(1), uint64(1)
+	for op := range 1500 {
+		switch {
+		case op%50 == 49:
+			first, _ := s.FirstIndex()
+			if err := s.DeleteRange(first, next-100); err != nil {
+				t.Fatal(err)
+			}
+		case op%20 == 19:
+			if err := s.DeleteRange(next-10, next-1); err != nil {
+				t.Fatal(err)
+			}
+			next, term = next-10, term+1
+		}
+		var logs []*raft.Log
+		for range 8 {
+			logs = append(logs, crashEntry(next, term))
+			next++
+		}
+		store(t, s, logs)
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func segFiles(t *testing.T, dir string) []string {
@@ -197,7 +326,7 @@ func segFiles(t *testing.T, dir string) []string {
 
 func TestTornTailIsCutAndZeroed(t *testing.T) {
 	dir := t.TempDir()
-	s := open(t, dir, 0)
+	s := open(t, dir, 64<<10)
 	store(t, s, entries(1, 10, 1, 100))
 	rec := int64(headerSize + fixedBody + 100)
 	s.Close()
@@ -211,7 +340,7 @@ func TestTornTailIsCutAndZeroed(t *testing.T) {
 	}
 	f.Close()
 
-	s = open(t, dir, 0)
+	s = open(t, dir, 64<<10)
 	check(t, s, 1, 7, term1, 100)
 	data, err := os.ReadFile(segFiles(t, dir)[0])
 	if err != nil {
@@ -241,6 +370,33 @@ func TestOpenDropsAnEmptyLastSegmentAndSpares(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "*"+spareSuffix)); len(m) != 0 {
 		t.Fatalf("stale spare left: %v", m)
+	}
+}
+
+// A first segment with no readable entry while later ones exist is
+// damage, not a crash artefact: refusing it must leave it in place, or a
+// second Open would serve a log that silently starts later.
+func TestOpenKeepsAnEmptySegmentItRefuses(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 4096)
+	store(t, s, entries(1, 100, 1, 100))
+	s.Close()
+	files := segFiles(t, dir)
+	f, err := os.OpenFile(files[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("x"), headerSize+3); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for range 2 {
+		if _, err := Open(dir, 4096); err == nil || !strings.Contains(err.Error(), "holds no entries but later ones exist") {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if got := segFiles(t, dir); len(got) != len(files) {
+		t.Fatalf("%d segments left, want %d", len(got), len(files))
 	}
 }
 
