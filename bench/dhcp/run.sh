@@ -7,7 +7,9 @@
 # Usage: bench/dhcp/run.sh            (as root, from the repository root)
 # Environment: BRANCHBOX_BIN (default bin/branchbox), RATE (offered DORA/s,
 # default 4000), DURATION (seconds, default 10), CLIENTS (default 10000),
-# SERVERS (default "branchbox kea dnsmasq").
+# SERVERS (default "branchbox kea dnsmasq"), REPEAT (rounds, default 3),
+# LOW_RATE (default 2000) and LOW_SERVERS (default "branchbox kea"; empty
+# skips) for a second table at a rate the driver keeps up with.
 # Debian packages: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base,
 # util-linux (taskset), iproute2.
 set -euo pipefail
@@ -17,6 +19,9 @@ RATE=${RATE:-4000}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-10000}
 SERVERS=${SERVERS:-branchbox kea dnsmasq}
+REPEAT=${REPEAT:-3}
+LOW_RATE=${LOW_RATE:-2000}
+LOW_SERVERS=${LOW_SERVERS-branchbox kea}
 
 log() { echo "bench/dhcp: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -188,54 +193,105 @@ cpu1_busy() {
 	}' /proc/stat
 }
 
-declare -A RESULT
-for server in $SERVERS; do
+# measure SERVER RATE runs perfdhcp once against a fresh server and sets
+# MEASURED to "rate do_loss ra_loss do_p50 do_p99 ra_p50 ra_p99 cpu_ticks
+# driver_cpu%", or "failed". (Not a subshell: the exit trap must see
+# SERVER_PID.)
+measure() {
+	local server=$1 rate=$2 out="$WORK/$1.$2.perfdhcp"
 	log "$server: starting"
 	"start_$server"
 	if ! wait_ready; then
 		log "$server did not answer; its log:"
 		cat "$WORK/$server"/log* "$WORK/$server"/out 2>/dev/null >&2 || true
 		stop_server
-		RESULT[$server]="failed"
-		continue
+		MEASURED=failed
+		return
 	fi
-	log "$server: perfdhcp at $RATE DORA/s for ${DURATION}s, $CLIENTS clients"
+	log "$server: perfdhcp at $rate DORA/s for ${DURATION}s, $CLIENTS clients"
+	local cpu0 busy0 cpu drv
 	cpu0=$(cpu_ticks "$SERVER_PID") busy0=$(cpu1_busy)
-	ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l 10.77.0.2 -R "$CLIENTS" -p "$DURATION" -r "$RATE" -x t 10.77.0.1 \
-		>"$WORK/$server.perfdhcp" 2>&1 || true
+	ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l 10.77.0.2 -R "$CLIENTS" -p "$DURATION" -r "$rate" -x t 10.77.0.1 \
+		>"$out" 2>&1 || true
 	cpu=$(($(cpu_ticks "$SERVER_PID") - cpu0))
 	drv=$(cpu1_busy "$busy0")
 	stop_server
-	RESULT[$server]="$(summarize "$WORK/$server.perfdhcp") $cpu $drv"
-	log "$server: ${RESULT[$server]}"
+	MEASURED="$(summarize "$out") $cpu $drv"
+	rm -f "$out" "$out".*
+}
+
+# median_of takes one result line per round and prints the median of each
+# column; a failed round makes the whole result "failed".
+median_of() {
+	if grep -q failed <<<"$1"; then echo failed; return; fi
+	awk 'NF { rows++; for (i = 1; i <= NF; i++) v[i, rows] = $i; n = NF }
+	END {
+		for (i = 1; i <= n; i++) {
+			# insertion sort of column i over the rounds (a handful)
+			for (r = 1; r <= rows; r++) c[r] = v[i, r]
+			for (r = 2; r <= rows; r++) { x = c[r]; k = r - 1; while (k >= 1 && c[k] + 0 > x + 0) { c[k + 1] = c[k]; k-- } c[k + 1] = x }
+			printf "%s%s", c[int((rows + 1) / 2)], (i < n ? " " : "\n")
+		}
+	}' <<<"$1"
+}
+
+# Rounds alternate the servers, so a noisy minute on a shared VM lands on
+# each of them rather than on one.
+declare -A RUNS
+for round in $(seq "$REPEAT"); do
+	for server in $SERVERS; do
+		measure "$server" "$RATE"
+		log "$server round $round at $RATE: $MEASURED"
+		RUNS[$server]+="$MEASURED"$'\n'
+	done
+	for server in $LOW_SERVERS; do
+		measure "$server" "$LOW_RATE"
+		log "$server round $round at $LOW_RATE: $MEASURED"
+		RUNS[low.$server]+="$MEASURED"$'\n'
+	done
 done
 
-rate_of() { [ "${RESULT[$1]:-failed}" = failed ] && echo 0 || echo "${RESULT[$1]%% *}"; }
-BB=$(rate_of branchbox)
-
-echo "### DHCP leases/s (perfdhcp, relayed, offered $RATE DORA/s, ${DURATION}s, $CLIENTS clients; server on CPU 0, perfdhcp on CPU 1)"
-echo
 TICK=$(getconf CLK_TCK)
 cpu_per_lease() { # µs of server CPU per lease
 	awk -v c="$1" -v r="$2" -v d="$DURATION" -v t="$TICK" 'BEGIN { if (r > 0) printf "%.0f", c / t * 1e6 / (r * d); else print "-" }'
 }
-read -r _ _ _ _ _ _ _ BBCPU _ <<<"${RESULT[branchbox]:-failed}"
-BBCPL=$(cpu_per_lease "${BBCPU:-0}" "$BB")
-echo "| server | leases/s | server CPU µs / lease | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | perfdhcp CPU % | branchbox ÷ server, leases/s | server ÷ branchbox, CPU / lease |"
-echo "|---|---|---|---|---|---|---|---|---|"
-for server in $SERVERS; do
-	r=${RESULT[$server]:-failed}
-	if [ "$r" = failed ]; then
-		echo "| $server | failed | | | | | | | |"
-		continue
-	fi
-	read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv <<<"$r"
-	cpl=$(cpu_per_lease "$cpu" "$rate")
-	ratio=$(awk -v a="$BB" -v b="$rate" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
-	cratio=$(awk -v a="$BBCPL" -v b="$cpl" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", b / a; else print "-" }')
-	echo "| $server | $rate | $cpl | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $drv | $ratio | $cratio |"
-done
-echo
-echo "Server CPU is the server process's user+system time over the run; perfdhcp CPU is CPU 1's busy share. When"
-echo "perfdhcp is near 100% the offered rate is what the driver can push, and CPU per lease is the fairer capacity ratio."
-echo "branchbox commits every lease through raft (fsync'd) before its ACK; kea uses memfile with persist, dnsmasq its lease file."
+
+# table PREFIX RATE SERVERS prints one markdown table of medians.
+table() {
+	local prefix=$1 rate=$2 servers=$3 bb bbcpl
+	declare -A res
+	for server in $servers; do
+		res[$server]=$(median_of "${RUNS[$prefix$server]:-failed}")
+	done
+	read -r bb _ _ _ _ _ _ bbcpu _ <<<"${res[branchbox]:-failed}"
+	[ "$bb" = failed ] && bb=0
+	bbcpl=$(cpu_per_lease "${bbcpu:-0}" "$bb")
+	echo "### DHCP at $rate offered DORA/s (perfdhcp, relayed, ${DURATION}s, $CLIENTS clients; median of $REPEAT alternating rounds; server on CPU 0, perfdhcp on CPU 1)"
+	echo
+	echo "| server | leases/s | server CPU µs / lease | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | perfdhcp CPU % | branchbox ÷ server, leases/s | server ÷ branchbox, CPU / lease |"
+	echo "|---|---|---|---|---|---|---|---|---|"
+	for server in $servers; do
+		local r=${res[$server]}
+		if [ "$r" = failed ]; then
+			echo "| $server | failed | | | | | | | |"
+			continue
+		fi
+		read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv <<<"$r"
+		local cpl ratio cratio
+		cpl=$(cpu_per_lease "$cpu" "$rate")
+		ratio=$(awk -v a="$bb" -v b="$rate" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
+		cratio=$(awk -v a="$bbcpl" -v b="$cpl" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", b / a; else print "-" }')
+		echo "| $server | $rate | $cpl | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $drv | $ratio | $cratio |"
+	done
+	echo
+}
+
+table "" "$RATE" "$SERVERS"
+if [ -n "$LOW_SERVERS" ]; then
+	table low. "$LOW_RATE" "$LOW_SERVERS"
+fi
+echo "Each cell is the median over the rounds, column by column. Server CPU is the server process's user+system"
+echo "time over the run; perfdhcp CPU is CPU 1's busy share. When perfdhcp is near 100% the offered rate is what"
+echo "the driver can push and its own queueing shows in the latencies; the second table, at a rate the driver"
+echo "keeps up with, is where latency compares servers. branchbox commits every lease through raft (fsync'd)"
+echo "before its ACK; kea uses memfile with persist, dnsmasq its lease file."

@@ -144,20 +144,29 @@ func (t *Table) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
-			t.Refresh()
 		}
+		start := time.Now()
+		t.Refresh()
 		// A DHCP storm commits thousands of leases a second; rebuilding
 		// per commit would starve the DHCP server of CPU. Names may lag
-		// a lease by this much, far less than any client takes to look.
+		// a lease by refreshEvery, far less than any client takes to look,
+		// and with tens of thousands of leases by whatever keeps rebuilds
+		// to refreshShare of a CPU: each one is a burst of CPU that, on a
+		// small box, delays DHCP answers behind it.
+		wait := max(refreshEvery, time.Since(start)*refreshShare)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(refreshEvery):
+		case <-time.After(wait):
 		}
 	}
 }
 
-// refreshEvery bounds how often the table is rebuilt under churn.
-const refreshEvery = 250 * time.Millisecond
+// refreshEvery bounds how often the table is rebuilt under churn, and
+// refreshShare stretches the wait to that many times the last rebuild.
+const (
+	refreshEvery = 250 * time.Millisecond
+	refreshShare = 20
+)
 
 func (t *Table) snapshot() *snapshot { return t.cur.Load() }
