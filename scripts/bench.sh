@@ -26,4 +26,17 @@ section "Raft lease commits (Go benchmark, single node, fsync, 64 in flight)"
 go test -run '^$' -bench LeaseCommit -benchtime 20000x ./cluster/ 2>/dev/null |
 	awk '/commits\/s/ { for (i = 1; i <= NF; i++) if ($i == "commits/s") {
 		print "| benchmark | branchbox |"; print "|---|---|"; printf "| raft lease commits/s | %d |\n", $(i-1) } }'
+section "Raft log store: one durable commit (Go benchmark) — cluster/raftlog vs raft-boltdb"
+go test -run '^$' -bench RaftLogStores -benchtime 2000x ./cluster/ 2>/dev/null | awk '
+	/^BenchmarkRaftLogStores/ {
+		split($1, p, "/"); sub(/^batch=/, "", p[2]); sub(/-[0-9]+$/, "", p[3])
+		wall[p[2], p[3]] = $3 / 1000; cpu[p[2], p[3]] = $5; if (!(p[2] in seen)) { seen[p[2]] = 1; order[++n] = p[2] }
+	}
+	END {
+		print "| entries per commit | raftlog wall / CPU µs | raft-boltdb wall / CPU µs | ratio (boltdb ÷ raftlog), wall / CPU |"
+		print "|---|---|---|---|"
+		for (i = 1; i <= n; i++) { b = order[i]
+			printf "| %s | %.0f / %.0f | %.0f / %.0f | %.2f× / %.2f× |\n", b, wall[b, "raftlog"], cpu[b, "raftlog"],
+				wall[b, "boltdb"], cpu[b, "boltdb"], wall[b, "boltdb"] / wall[b, "raftlog"], cpu[b, "boltdb"] / cpu[b, "raftlog"] }
+	}'
 exit $status
