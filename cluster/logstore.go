@@ -42,7 +42,7 @@ func openRaftStores(raftDir string) (*raftStores, error) {
 	}
 	// raft.db and log/ may have just been created: make their names
 	// durable too.
-	if err := syncDir(raftDir); err != nil {
+	if err := raftlog.SyncDir(raftDir); err != nil {
 		log.Close()
 		stable.Close()
 		return nil, err
@@ -60,11 +60,7 @@ func openRaftStores(raftDir string) (*raftStores, error) {
 // migrateLog copies raft.db's entries into a new segment log, built
 // aside and renamed into place so a stop part-way starts over.
 func migrateLog(from raft.LogStore, raftDir, logDir string) error {
-	first, err := from.FirstIndex()
-	if err != nil {
-		return fmt.Errorf("raft log migration: %w", err)
-	}
-	last, err := from.LastIndex()
+	first, last, err := logRange(from)
 	if err != nil {
 		return fmt.Errorf("raft log migration: %w", err)
 	}
@@ -107,27 +103,19 @@ func migrateLog(from raft.LogStore, raftDir, logDir string) error {
 	if err := os.Rename(tmp, logDir); err != nil {
 		return fmt.Errorf("raft log migration: %w", err)
 	}
-	return syncDir(raftDir)
+	return raftlog.SyncDir(raftDir)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+func logRange(s raft.LogStore) (first, last uint64, err error) {
+	if first, err = s.FirstIndex(); err != nil {
+		return 0, 0, err
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	last, err = s.LastIndex()
+	return first, last, err
 }
 
 func dropLogs(s raft.LogStore) error {
-	first, err := s.FirstIndex()
-	if err != nil {
-		return fmt.Errorf("raft.db: %w", err)
-	}
-	last, err := s.LastIndex()
+	first, last, err := logRange(s)
 	if err != nil {
 		return fmt.Errorf("raft.db: %w", err)
 	}

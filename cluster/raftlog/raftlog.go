@@ -153,7 +153,7 @@ func (s *Store) load() error {
 		}
 		s.last = g.first + g.count() - 1
 	}
-	return syncDir(s.dir)
+	return SyncDir(s.dir)
 }
 
 // scan reads one segment's records. In the last segment, anything after
@@ -441,7 +441,7 @@ func (s *Store) roll(index uint64, need int64) (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("raft log: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := SyncDir(s.dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -579,7 +579,7 @@ func (s *Store) removeSegment(g *segment) error {
 	if err := os.Remove(s.path(g.first)); err != nil {
 		return fmt.Errorf("raft log: %w", err)
 	}
-	return syncDir(s.dir)
+	return SyncDir(s.dir)
 }
 
 // Close releases the files.
@@ -622,7 +622,9 @@ func fdatasync(f *os.File) error {
 	return serr
 }
 
-func syncDir(dir string) error {
+// SyncDir makes the names created, renamed or removed in dir durable; the
+// store's owner uses it for the directory the store itself was made in.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("raft log dir: %w", err)

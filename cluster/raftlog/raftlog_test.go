@@ -373,15 +373,22 @@ func TestOpenDropsAnEmptyLastSegmentAndSpares(t *testing.T) {
 	}
 }
 
-// A first segment with no readable entry while later ones exist is
-// damage, not a crash artefact: refusing it must leave it in place, or a
-// second Open would serve a log that silently starts later.
-func TestOpenKeepsAnEmptySegmentItRefuses(t *testing.T) {
+// closedLog writes entries 1-100 into 4 KiB segments (29 each), closes
+// the store and lists its segment files.
+func closedLog(t *testing.T) (string, []string) {
+	t.Helper()
 	dir := t.TempDir()
 	s := open(t, dir, 4096)
 	store(t, s, entries(1, 100, 1, 100))
 	s.Close()
-	files := segFiles(t, dir)
+	return dir, segFiles(t, dir)
+}
+
+// A first segment with no readable entry while later ones exist is
+// damage, not a crash artefact: refusing it must leave it in place, or a
+// second Open would serve a log that silently starts later.
+func TestOpenKeepsAnEmptySegmentItRefuses(t *testing.T) {
+	dir, files := closedLog(t)
 	f, err := os.OpenFile(files[0], os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -401,11 +408,7 @@ func TestOpenKeepsAnEmptySegmentItRefuses(t *testing.T) {
 }
 
 func TestOpenRefusesAHoleBetweenSegments(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, dir, 4096)
-	store(t, s, entries(1, 100, 1, 100))
-	s.Close()
-	files := segFiles(t, dir)
+	dir, files := closedLog(t)
 	if len(files) < 3 {
 		t.Fatalf("only %d segments", len(files))
 	}
