@@ -86,3 +86,30 @@ func NAK(resp *dhcpv4.DHCPv4, why string) *dhcpv4.DHCPv4 {
 func IsNAK(resp *dhcpv4.DHCPv4) bool {
 	return resp.MessageType() == dhcpv4.MessageTypeNak
 }
+
+// Preset is a site's fixed options, encoded once when the chain is built:
+// they are the same in every reply, and encoding them per packet was a
+// good share of a lease's CPU. Replies share the bytes, so nothing may
+// change an option's bytes in place (the library replaces them whole).
+type Preset struct {
+	codes  []uint8
+	values [][]byte
+}
+
+// NewPreset encodes opts.
+func NewPreset(opts ...dhcpv4.Option) Preset {
+	var p Preset
+	for _, o := range opts {
+		b := o.Value.ToBytes()
+		p.codes = append(p.codes, o.Code.Code())
+		p.values = append(p.values, b[:len(b):len(b)])
+	}
+	return p
+}
+
+// Set puts the preset options into resp, replacing any already there.
+func (p Preset) Set(resp *dhcpv4.DHCPv4) {
+	for i, c := range p.codes {
+		resp.Options[c] = p.values[i]
+	}
+}

@@ -32,8 +32,9 @@ func setup(env chain.Env) (chain.Handler, error) {
 		}
 		servers = []net.IP{self}
 	}
+	opt := chain.NewPreset(dhcpv4.OptDNS(servers...))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
-		resp.UpdateOption(dhcpv4.OptDNS(servers...))
+		opt.Set(resp)
 		return resp, false
 	}, nil
 }

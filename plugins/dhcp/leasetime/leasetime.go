@@ -13,14 +13,14 @@ var Plugin = chain.Plugin{Name: "lease_time", Setup: setup}
 
 func setup(env chain.Env) (chain.Handler, error) {
 	d := chain.LeaseTime(env.Site)
+	opts := chain.NewPreset(dhcpv4.OptIPAddressLeaseTime(d), dhcpv4.OptRenewTimeValue(d/2),
+		dhcpv4.OptRebindingTimeValue(d*7/8))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 		// RFC 2131 table 3: an ACK to INFORM must not carry a lease time.
 		if req.MessageType() == dhcpv4.MessageTypeInform {
 			return resp, false
 		}
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(d))
-		resp.UpdateOption(dhcpv4.OptRenewTimeValue(d / 2))
-		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(d * 7 / 8))
+		opts.Set(resp)
 		return resp, false
 	}, nil
 }

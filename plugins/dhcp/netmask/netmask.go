@@ -17,9 +17,9 @@ func setup(env chain.Env) (chain.Handler, error) {
 	if !env.Subnet.IsValid() || !env.Subnet.Addr().Is4() {
 		return nil, fmt.Errorf("site %q: no IPv4 subnet", env.Site.Name)
 	}
-	mask := net.CIDRMask(env.Subnet.Bits(), 32)
+	opt := chain.NewPreset(dhcpv4.OptSubnetMask(net.CIDRMask(env.Subnet.Bits(), 32)))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
-		resp.UpdateOption(dhcpv4.OptSubnetMask(mask))
+		opt.Set(resp)
 		return resp, false
 	}, nil
 }

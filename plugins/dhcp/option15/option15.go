@@ -25,10 +25,10 @@ func setup(env chain.Env) (chain.Handler, error) {
 	if err := validDomain(domain); err != nil {
 		return nil, fmt.Errorf("site %q: domain %q: %w", env.Site.Name, env.Site.Domain, err)
 	}
-	search := &rfc1035label.Labels{Labels: []string{domain}}
+	opts := chain.NewPreset(dhcpv4.OptDomainName(domain),
+		dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: []string{domain}}))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
-		resp.UpdateOption(dhcpv4.OptDomainName(domain))
-		resp.UpdateOption(dhcpv4.OptDomainSearch(search))
+		opts.Set(resp)
 		return resp, false
 	}, nil
 }

@@ -25,9 +25,9 @@ func setup(env chain.Env) (chain.Handler, error) {
 	if env.Subnet.IsValid() && !env.Subnet.Contains(a) {
 		return nil, fmt.Errorf("site %q: router %s is outside subnet %s", env.Site.Name, a, env.Subnet)
 	}
-	ip := net.IP(a.AsSlice())
+	opt := chain.NewPreset(dhcpv4.OptRouter(net.IP(a.AsSlice())))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
-		resp.UpdateOption(dhcpv4.OptRouter(ip))
+		opt.Set(resp)
 		return resp, false
 	}, nil
 }

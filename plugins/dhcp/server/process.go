@@ -27,7 +27,7 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 		return nil, nil
 	}
 	mt := req.MessageType()
-	s.m.requests.WithLabelValues(mt.String()).Inc()
+	s.m.of(mt).requests.Inc()
 	st := s.sites.Load().forRequest(iface, req)
 	if st == nil {
 		reason := dropNoSite
@@ -39,11 +39,7 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 		s.m.dropped.WithLabelValues(reason).Inc()
 		return nil, nil
 	}
-	resp, err := dhcpv4.NewReplyFromRequest(req)
-	if err != nil {
-		s.m.dropped.WithLabelValues(dropMalformed).Inc()
-		return nil, nil
-	}
+	resp := newReply(req)
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
 		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
@@ -62,6 +58,31 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 		return nil, nil
 	}
 	return resp, s.destination(req, resp)
+}
+
+// newReply starts the reply to req the way RFC 2131 table 3 has it: its
+// xid, flags, chaddr and giaddr, and (RFC 3046, RFC 6842) the relay agent
+// information and client identifier options. The library's constructor
+// would first draw a random xid from the kernel only to overwrite it.
+func newReply(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	resp := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootReply,
+		HWType:        req.HWType,
+		TransactionID: req.TransactionID,
+		Flags:         req.Flags,
+		ClientHWAddr:  req.ClientHWAddr,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: req.GatewayIPAddr,
+		Options:       make(dhcpv4.Options, 16),
+	}
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if v := req.Options.Get(code); v != nil {
+			resp.Options[code.Code()] = v
+		}
+	}
+	return resp
 }
 
 // invalid names why a parsed packet is not a request we serve, or "".

@@ -404,7 +404,7 @@ func (s *Server) serve(p packet) {
 		s.log.Debug("dhcp send failed", "to", dst, "peer", p.peer, "err", err)
 		return
 	}
-	t := reply.MessageType().String()
-	s.m.replies.WithLabelValues(t).Inc()
-	s.m.latency.WithLabelValues(t).Observe(time.Since(p.at).Seconds())
+	m := s.m.of(reply.MessageType())
+	m.replies.Inc()
+	m.latency.Observe(time.Since(p.at).Seconds())
 }

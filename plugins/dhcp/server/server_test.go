@@ -209,6 +209,32 @@ func TestAnswers(t *testing.T) {
 	}
 }
 
+// TestReplyHeader checks what a reply must echo from its request (RFC 2131
+// table 3, RFC 3046 for option 82, RFC 6842 for option 61).
+func TestReplyHeader(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	d, err := dhcpv4.FromBytes(discoverPkt(t, hw(7), net.IPv4(10, 2, 0, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Flags = 0x8000
+	d.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 3, 'p', '1', '7'}))
+	d.UpdateOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 0, 0, 0, 0, 7}))
+	offer, _ := s.process("", d.ToBytes())
+	if offer == nil {
+		t.Fatal("no OFFER")
+	}
+	switch {
+	case offer.OpCode != dhcpv4.OpcodeBootReply, offer.TransactionID != d.TransactionID, offer.Flags != d.Flags,
+		offer.ClientHWAddr.String() != d.ClientHWAddr.String(), !offer.GatewayIPAddr.Equal(d.GatewayIPAddr):
+		t.Fatalf("header not echoed: op %v xid %v flags %#x chaddr %s giaddr %s", offer.OpCode, offer.TransactionID, offer.Flags, offer.ClientHWAddr, offer.GatewayIPAddr)
+	case string(offer.Options.Get(dhcpv4.OptionRelayAgentInformation)) != "\x01\x03p17":
+		t.Fatalf("option 82 = %q", offer.Options.Get(dhcpv4.OptionRelayAgentInformation))
+	case string(offer.Options.Get(dhcpv4.OptionClientIdentifier)) != "\x01\x02\x00\x00\x00\x00\x07":
+		t.Fatalf("option 61 = %q", offer.Options.Get(dhcpv4.OptionClientIdentifier))
+	}
+}
+
 func chaddrSet(ip net.IP) bool { return ip != nil && !ip.IsUnspecified() }
 
 func TestBadPacketsAreDroppedAndCounted(t *testing.T) {

@@ -19,13 +19,14 @@ func setup(env chain.Env) (chain.Handler, error) {
 	if id == nil || id.IsUnspecified() {
 		return nil, fmt.Errorf("site %q: no IPv4 server address (got %v)", env.Site.Name, env.ServerIP)
 	}
+	opt := chain.NewPreset(dhcpv4.OptServerIdentifier(id))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 		// A client that names another server in REQUEST, RELEASE or DECLINE
 		// has chosen that server; answering would fight it.
 		if theirs := req.ServerIdentifier(); theirs != nil && !theirs.Equal(id) {
 			return nil, true
 		}
-		resp.UpdateOption(dhcpv4.OptServerIdentifier(id))
+		opt.Set(resp)
 		return resp, false
 	}, nil
 }
