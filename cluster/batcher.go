@@ -31,9 +31,10 @@ const (
 )
 
 type batchItem struct {
-	ctx  context.Context
-	cas  LeaseCAS
-	done chan error
+	cas      LeaseCAS
+	ctx      context.Context // add's caller's; nil from addAsync
+	deadline time.Time       // zero: batchTimeout bounds it
+	done     func(error)     // called once, on the committer's goroutine
 }
 
 // batcher groups concurrent LeaseCAS commands. Its zero value, with commit
@@ -54,7 +55,28 @@ type batcher struct {
 // ctx ends after may still see its lease committed, as with any raft
 // apply that times out.
 func (b *batcher) add(ctx context.Context, c LeaseCAS) error {
-	it := &batchItem{ctx: ctx, cas: c, done: make(chan error, 1)}
+	out := make(chan error, 1)
+	dl, _ := ctx.Deadline()
+	b.enqueue(&batchItem{ctx: ctx, cas: c, deadline: dl, done: func(err error) { out <- err }})
+	select {
+	case err := <-out:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// addAsync adds c to the next batch and returns at once; done receives its
+// outcome on a committer goroutine, after the batch commits or fails, or
+// when deadline passes before it is proposed. A caller that must not wait
+// (the DHCP read loop) hands its reply to done rather than parking a
+// goroutine per lease. done runs before the batch's next caller is told,
+// so it must not block.
+func (b *batcher) addAsync(c LeaseCAS, deadline time.Time, done func(error)) {
+	b.enqueue(&batchItem{cas: c, deadline: deadline, done: done})
+}
+
+func (b *batcher) enqueue(it *batchItem) {
 	b.mu.Lock()
 	b.queue = append(b.queue, it)
 	switch {
@@ -71,12 +93,6 @@ func (b *batcher) add(ctx context.Context, c LeaseCAS) error {
 		go b.drain()
 	default:
 		b.mu.Unlock()
-	}
-	select {
-	case err := <-it.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -125,14 +141,21 @@ func (b *batcher) drain() {
 func (b *batcher) propose(batch []*batchItem) {
 	live := batch[:0]
 	items := make([]LeaseCAS, 0, len(batch))
-	deadline := time.Now().Add(batchTimeout)
+	now := time.Now()
+	deadline := now.Add(batchTimeout)
 	for _, it := range batch {
-		if err := it.ctx.Err(); err != nil {
-			it.done <- err
+		if it.ctx != nil && it.ctx.Err() != nil {
+			it.done(it.ctx.Err())
 			continue
 		}
-		if dl, ok := it.ctx.Deadline(); ok && dl.Before(deadline) {
-			deadline = dl
+		if !it.deadline.IsZero() {
+			if !now.Before(it.deadline) {
+				it.done(context.DeadlineExceeded)
+				continue
+			}
+			if it.deadline.Before(deadline) {
+				deadline = it.deadline
+			}
 		}
 		live = append(live, it)
 		items = append(items, it.cas)
@@ -147,9 +170,9 @@ func (b *batcher) propose(batch []*batchItem) {
 	outs, err := b.commit(ctx, items)
 	for i, it := range live {
 		if err != nil {
-			it.done <- err
+			it.done(err)
 		} else {
-			it.done <- outs[i]
+			it.done(outs[i])
 		}
 	}
 }

@@ -154,3 +154,44 @@ func TestBatcherCommittersIdleThenExit(t *testing.T) {
 		t.Fatalf("after sequential adds: %d committers, %d idle; want the first one woken each time", b.running, b.idle)
 	}
 }
+
+// ApplyLease never waits: outcomes arrive through done, one per call, with
+// the same compare-and-set answers Apply gives, and an item whose deadline
+// passed before it was proposed is answered without being committed.
+func TestApplyLeaseAsync(t *testing.T) {
+	s := NewMemory()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const addrs = 50
+	outs := make(chan [2]any, 2*addrs)
+	for i := range addrs {
+		for c := range 2 {
+			l := Lease{IP: fmt.Sprintf("10.0.0.%d", i+1), ClientID: fmt.Sprintf("c%d-%d", i, c), Site: "s", Expires: t0.Add(time.Hour)}
+			s.ApplyLease(LeaseCAS{Lease: l, Time: t0}, time.Now().Add(time.Minute), func(err error) { outs <- [2]any{i, err} })
+		}
+	}
+	won := make([]int, addrs)
+	for range 2 * addrs {
+		o := <-outs
+		switch err, _ := o[1].(error); {
+		case err == nil:
+			won[o[0].(int)]++
+		case !errors.Is(err, ErrConflict):
+			t.Errorf("address %d: %v", o[0], err)
+		}
+	}
+	for i, n := range won {
+		if n != 1 {
+			t.Errorf("address %d: %d winners", i, n)
+		}
+	}
+
+	late := make(chan error, 1)
+	l := Lease{IP: "10.0.9.9", ClientID: "late", Site: "s", Expires: t0.Add(time.Hour)}
+	s.ApplyLease(LeaseCAS{Lease: l, Time: t0}, time.Now().Add(-time.Second), func(err error) { late <- err })
+	if err := <-late; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("expired item: %v", err)
+	}
+	if _, ok := s.Lease("10.0.9.9"); ok {
+		t.Fatal("an item past its deadline was committed")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 )
 
 // proposer gets an encoded command committed and applied. It keeps what
@@ -65,6 +66,14 @@ func (s *Store) Apply(ctx context.Context, cmd Command) error {
 		return fmt.Errorf("commit %T: %w", cmd, err)
 	}
 	return res.err
+}
+
+// ApplyLease is Apply for a LeaseCAS that does not wait: c joins the next
+// lease batch and done receives the same outcome Apply would return, on a
+// committing goroutine, once the batch commits or fails or deadline passes
+// first. done must not block; it holds up the rest of its batch.
+func (s *Store) ApplyLease(c LeaseCAS, deadline time.Time, done func(error)) {
+	s.leaseBatch.addAsync(c, deadline, done)
 }
 
 // commitBatch proposes items as one LeaseBatch and returns each outcome.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -19,9 +18,6 @@ import (
 	"github.com/branchbox/branchbox/provisioner/certcheck"
 	"github.com/branchbox/branchbox/provisioner/democa"
 )
-
-// minProcs is the fewest Go Ps serve runs with; see run.
-const minProcs = 8
 
 const usage = `branchbox — zero-touch Intel AMT provisioning for a branch LAN
 
@@ -100,14 +96,6 @@ func serve(args []string, stderr io.Writer) int {
 		// and DHCP packet allocates; collecting less often bought ~11% more
 		// DNS answers per CPU in bench/dns, for a few MiB of memory.
 		debug.SetGCPercent(400)
-	}
-	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
-		// Every raft commit blocks its thread in fdatasync, and with one P
-		// the scheduler hands the P on only when sysmon notices: DHCP
-		// workers and the raft loop then take turns with the disk. More Ps
-		// than CPUs keeps them running; on one pinned CPU this took
-		// bench/dhcp from about 1,700 to 4,600 leases/s.
-		runtime.GOMAXPROCS(minProcs)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -28,6 +28,7 @@ type Store interface {
 	Leases() []cluster.Lease
 	Lease(ip string) (cluster.Lease, bool)
 	Apply(ctx context.Context, cmd cluster.Command) error
+	ApplyLease(c cluster.LeaseCAS, deadline time.Time, done func(error))
 }
 
 // Config tunes a Book. Zero values take the defaults below.
@@ -95,6 +96,19 @@ func (b *Book) Pool(site string, first, last netip.Addr, exclude []netip.Addr) (
 	}
 	p.setExcluded(exclude)
 	return p, nil
+}
+
+// Commit binds a lease in site's pool (see Pool.Commit). A site without a
+// pool has no dynamic range to keep in step, so its lease goes straight to
+// the store.
+func (b *Book) Commit(site string, l cluster.Lease, ttl time.Duration, done func(error)) {
+	b.mu.Lock()
+	p := b.pools[site]
+	b.mu.Unlock()
+	if p == nil {
+		p = &Pool{book: b, site: site, byClient: map[string]netip.Addr{}}
+	}
+	p.Commit(l, ttl, done)
 }
 
 // Retain forgets the pools of sites that no longer exist.

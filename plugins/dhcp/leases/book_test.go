@@ -69,14 +69,14 @@ func TestCommitReleaseDecline(t *testing.T) {
 	store := cluster.NewMemory()
 	_, p := newPool(t, store, clk, "10.0.0.10", "10.0.0.20")
 	ip := offer(t, p, "a", "")
-	if err := p.Commit(cluster.Lease{IP: ip, ClientID: "a"}, time.Hour); err != nil {
+	if err := commit(p, cluster.Lease{IP: ip, ClientID: "a"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Commit(cluster.Lease{IP: ip, ClientID: "b"}, time.Hour); !errors.Is(err, cluster.ErrConflict) {
+	if err := commit(p, cluster.Lease{IP: ip, ClientID: "b"}, time.Hour); !errors.Is(err, cluster.ErrConflict) {
 		t.Fatalf("second client on %s: %v", ip, err)
 	}
 	// Moving a client frees its old address, in the store and the book.
-	if err := p.Commit(cluster.Lease{IP: "10.0.0.15", ClientID: "a"}, time.Hour); err != nil {
+	if err := commit(p, cluster.Lease{IP: "10.0.0.15", ClientID: "a"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := store.Lease(ip); ok {
@@ -91,7 +91,7 @@ func TestCommitReleaseDecline(t *testing.T) {
 	if err := p.Release("a", netip.MustParseAddr("10.0.0.15")); err != nil {
 		t.Fatalf("a repeated release must be harmless: %v", err)
 	}
-	if err := p.Commit(cluster.Lease{IP: "10.0.0.16", ClientID: "c"}, time.Hour); err != nil {
+	if err := commit(p, cluster.Lease{IP: "10.0.0.16", ClientID: "c"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Decline("d", "", netip.MustParseAddr("10.0.0.16")); err == nil {
@@ -100,7 +100,7 @@ func TestCommitReleaseDecline(t *testing.T) {
 	if err := p.Decline("c", "02:00:00:00:00:0c", netip.MustParseAddr("10.0.0.16")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Commit(cluster.Lease{IP: "10.0.0.16", ClientID: "c"}, time.Hour); !errors.Is(err, cluster.ErrConflict) {
+	if err := commit(p, cluster.Lease{IP: "10.0.0.16", ClientID: "c"}, time.Hour); !errors.Is(err, cluster.ErrConflict) {
 		t.Fatalf("quarantined address committed again: %v", err)
 	}
 }
@@ -158,4 +158,11 @@ func TestPoolBounds(t *testing.T) {
 	if _, err := empty.Offer("a", netip.Addr{}); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("reservation-only pool offered: %v", err)
 	}
+}
+
+// commit waits for Pool.Commit's outcome.
+func commit(p *Pool, l cluster.Lease, ttl time.Duration) error {
+	out := make(chan error, 1)
+	p.Commit(l, ttl, func(err error) { out <- err })
+	return <-out
 }

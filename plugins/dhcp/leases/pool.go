@@ -98,12 +98,15 @@ func (p *Pool) Offer(client string, want netip.Addr) (netip.Addr, error) {
 }
 
 // Commit binds l.IP to l.ClientID for ttl through the store's
-// compare-and-set, stamping the times itself. ErrConflict (wrapped) means
-// another client holds the address.
-func (p *Pool) Commit(l cluster.Lease, ttl time.Duration) error {
+// compare-and-set, stamping the times itself, and returns without waiting:
+// done gets the outcome, on the store's committing goroutine, after the
+// book has recorded it. ErrConflict (wrapped) means another client holds
+// the address; that is known at once when the book already says so.
+func (p *Pool) Commit(l cluster.Lease, ttl time.Duration, done func(error)) {
 	ip, err := netip.ParseAddr(l.IP)
 	if err != nil {
-		return fmt.Errorf("lease ip %q: %w", l.IP, err)
+		done(fmt.Errorf("lease ip %q: %w", l.IP, err))
+		return
 	}
 	now := p.book.cfg.Now()
 	l.Site, l.State, l.Start, l.Expires = p.site, cluster.LeaseBound, now, now.Add(ttl)
@@ -112,19 +115,21 @@ func (p *Pool) Commit(l cluster.Lease, ttl time.Duration) error {
 		held := p.slots[i].heldAgainst(l.ClientID, now)
 		p.mu.Unlock()
 		if held {
-			return fmt.Errorf("lease %s: %w", ip, cluster.ErrConflict)
+			done(fmt.Errorf("lease %s: %w", ip, cluster.ErrConflict))
+			return
 		}
 	}
-	err = p.book.apply(cluster.LeaseCAS{Lease: l, Time: now})
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case err == nil:
-		p.bind(ip, l.ClientID, slotBound, l.Expires)
-	case errors.Is(err, cluster.ErrConflict):
-		p.refresh(ip)
-	}
-	return err
+	p.book.store.ApplyLease(cluster.LeaseCAS{Lease: l, Time: now}, time.Now().Add(p.book.cfg.CommitTimeout), func(err error) {
+		p.mu.Lock()
+		switch {
+		case err == nil:
+			p.bind(ip, l.ClientID, slotBound, l.Expires)
+		case errors.Is(err, cluster.ErrConflict):
+			p.refresh(ip)
+		}
+		p.mu.Unlock()
+		done(err)
+	})
 }
 
 // Release frees ip if client holds it. A release for an address the

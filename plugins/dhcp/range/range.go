@@ -1,20 +1,18 @@
 // Package rangeplugin is the range plugin: it allocates from the site's
-// dynamic range and turns each REQUEST into a lease committed through the
-// replicated store before the ACK leaves. It also handles RELEASE and
-// DECLINE, and enforces reservations chosen by the plugin before it.
+// dynamic range, decides which REQUESTs get their address (the server then
+// commits that lease through the replicated store before the ACK leaves),
+// handles RELEASE and DECLINE, and enforces reservations chosen by the
+// plugin before it.
 package rangeplugin
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	"github.com/branchbox/branchbox/cluster"
 	"github.com/branchbox/branchbox/plugins/dhcp/chain"
 	"github.com/branchbox/branchbox/plugins/dhcp/leases"
 )
@@ -25,7 +23,6 @@ var Plugin = chain.Plugin{Name: "range", Setup: setup}
 type handler struct {
 	site   string
 	subnet netip.Prefix
-	ttl    time.Duration
 	pool   *leases.Pool
 	log    *slog.Logger
 }
@@ -46,7 +43,7 @@ func setup(env chain.Env) (chain.Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{site: env.Site.Name, subnet: env.Subnet, ttl: chain.LeaseTime(env.Site), pool: pool, log: log}
+	h := &handler{site: env.Site.Name, subnet: env.Subnet, pool: pool, log: log}
 	return h.handle, nil
 }
 
@@ -150,17 +147,6 @@ func (h *handler) request(req, resp *dhcpv4.DHCPv4, client string) (*dhcpv4.DHCP
 		return chain.NAK(resp, "address reserved elsewhere for this client"), true
 	case !chain.IsSet(resp.YourIPAddr) && (!h.pool.Contains(ip) || h.pool.Excluded(ip)):
 		return chain.NAK(resp, "address not available"), true
-	}
-	lease := cluster.Lease{IP: ip.String(), MAC: chain.MAC(req), ClientID: client, Hostname: resp.HostName()}
-	err := h.pool.Commit(lease, h.ttl)
-	switch {
-	case errors.Is(err, cluster.ErrConflict):
-		return chain.NAK(resp, "address in use"), true
-	case err != nil:
-		// Not committed (lost leadership, store busy): stay silent and let
-		// the client retransmit rather than NAK a valid binding.
-		h.log.Warn("lease commit failed", "site", h.site, "ip", ip, "err", err)
-		return nil, true
 	}
 	resp.YourIPAddr = net.IP(ip.AsSlice())
 	return resp, false

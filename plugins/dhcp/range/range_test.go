@@ -2,6 +2,7 @@ package rangeplugin
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -20,6 +21,7 @@ type fixture struct {
 	store *cluster.Store
 	now   time.Time
 	h     chain.Handler
+	book  *leases.Book
 }
 
 func newFixture(t *testing.T, site cluster.Site) *fixture {
@@ -30,7 +32,7 @@ func newFixture(t *testing.T, site cluster.Site) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.h = h
+	f.h, f.book = h, book
 	return f
 }
 
@@ -49,6 +51,20 @@ func (f *fixture) run(req *dhcpv4.DHCPv4, reserved string) *dhcpv4.DHCPv4 {
 		resp.YourIPAddr = net.ParseIP(reserved).To4()
 	}
 	out, _ := f.h(req, resp)
+	if out == nil || req.MessageType() != dhcpv4.MessageTypeRequest || chain.IsNAK(out) {
+		return out
+	}
+	// What the server does with an ACK the chain let through: commit its
+	// lease first, NAK on a lost compare-and-set, stay silent on failure.
+	l := cluster.Lease{IP: out.YourIPAddr.String(), MAC: chain.MAC(req), ClientID: chain.ClientID(req)}
+	done := make(chan error, 1)
+	f.book.Commit("b1", l, time.Hour, func(err error) { done <- err })
+	switch err := <-done; {
+	case errors.Is(err, cluster.ErrConflict):
+		return chain.NAK(out, "address in use")
+	case err != nil:
+		return nil
+	}
 	return out
 }
 

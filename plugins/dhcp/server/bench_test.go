@@ -16,7 +16,7 @@ func BenchmarkProcess(b *testing.B) {
 	for i := range 100 {
 		mac := net.HardwareAddr{2, 0, 0, 1, byte(i >> 8), byte(i)}
 		discovers = append(discovers, discoverPkt(b, mac, gi))
-		offer, _ := s.process("", discovers[i])
+		offer, _ := s.answer("", discovers[i])
 		if offer == nil {
 			b.Fatal("no OFFER")
 		}
@@ -26,10 +26,10 @@ func BenchmarkProcess(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		k := i % len(discovers)
-		if offer, _ := s.process("", discovers[k]); offer == nil {
+		if offer, _ := s.answer("", discovers[k]); offer == nil {
 			b.Fatal("no OFFER")
 		}
-		ack, _ := s.process("", requests[k])
+		ack, _ := s.answer("", requests[k])
 		if ack == nil {
 			b.Fatal("no ACK")
 		}

@@ -22,7 +22,7 @@ func FuzzProcess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		peekType(pkt) // the read loop's peek must survive anything too
 		for _, iface := range []string{"eth-b1", ""} {
-			reply, dst := s.process(iface, pkt)
+			reply, dst := s.answer(iface, pkt)
 			if reply == nil {
 				continue
 			}

@@ -21,6 +21,7 @@ const (
 	dropStale         = "stale"
 	dropNoAddress     = "no_address"
 	dropSendError     = "send_error"
+	dropCommitFailed  = "commit_failed"
 )
 
 type metrics struct {

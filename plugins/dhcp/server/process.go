@@ -1,30 +1,45 @@
 package server
 
 import (
+	"errors"
 	"net"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/branchbox/branchbox/cluster"
 	"github.com/branchbox/branchbox/plugins/dhcp/chain"
 )
 
+// binding is the lease a REQUEST's ACK promises: it must be committed
+// before the ACK may leave.
+type binding struct {
+	req   *dhcpv4.DHCPv4 // to address a NAK if the commit loses
+	site  string
+	lease cluster.Lease
+	ttl   time.Duration
+}
+
 // process turns one received datagram into a reply and where to send it,
-// or nil to send nothing. iface is the receiving interface, "" for the
-// relay listener. It never panics on any input: see FuzzProcess.
-func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+// or nil to send nothing. An ACK to a REQUEST comes with the binding to
+// commit first: plugins decide, the server commits, so no ACK can leave
+// without its lease whatever the chain holds. iface is the receiving
+// interface, "" for the relay listener. It never panics on any input: see
+// FuzzProcess.
+func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr, *binding) {
 	if !s.store.IsLeader() {
 		s.m.dropped.WithLabelValues(dropNotLeader).Inc()
-		return nil, nil
+		return nil, nil, nil
 	}
 	req, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
 		s.m.dropped.WithLabelValues(dropMalformed).Inc()
-		return nil, nil
+		return nil, nil, nil
 	}
 	if reason := invalid(req); reason != "" {
 		s.m.dropped.WithLabelValues(reason).Inc()
-		return nil, nil
+		return nil, nil, nil
 	}
 	mt := req.MessageType()
 	s.m.of(mt).requests.Inc()
@@ -37,7 +52,7 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 			reason = dropLinkBroadcast
 		}
 		s.m.dropped.WithLabelValues(reason).Inc()
-		return nil, nil
+		return nil, nil, nil
 	}
 	resp := newReply(req)
 	switch mt {
@@ -51,13 +66,48 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 	}
 	resp = st.chain.Run(req, resp)
 	if resp == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if !chain.IsNAK(resp) && mt != dhcpv4.MessageTypeInform && !chain.IsSet(resp.YourIPAddr) {
 		s.m.dropped.WithLabelValues(dropNoAddress).Inc()
-		return nil, nil
+		return nil, nil, nil
 	}
-	return resp, s.destination(req, resp)
+	var bind *binding
+	if mt == dhcpv4.MessageTypeRequest && !chain.IsNAK(resp) {
+		bind = &binding{req: req, site: st.rec.Name, ttl: chain.LeaseTime(st.rec), lease: cluster.Lease{
+			IP: resp.YourIPAddr.String(), MAC: chain.MAC(req), ClientID: chain.ClientID(req), Hostname: resp.HostName(),
+		}}
+	}
+	return resp, s.destination(req, resp), bind
+}
+
+// handle answers one datagram by calling reply exactly once: with nil
+// when there is nothing to send, at once for anything that commits
+// nothing, and for a REQUEST once its lease is committed (a NAK if the
+// address went to another client meanwhile, nothing if the commit failed,
+// so the client retries rather than being refused a valid binding). It
+// never waits for a commit itself.
+func (s *Server) handle(iface string, pkt []byte, reply func(*dhcpv4.DHCPv4, *net.UDPAddr)) {
+	resp, dst, bind := s.process(iface, pkt)
+	if bind == nil {
+		reply(resp, dst)
+		return
+	}
+	s.pending.Add(1)
+	s.book.Commit(bind.site, bind.lease, bind.ttl, func(err error) {
+		s.pending.Add(-1)
+		switch {
+		case err == nil:
+			reply(resp, dst)
+		case errors.Is(err, cluster.ErrConflict):
+			resp = chain.NAK(resp, "address in use")
+			reply(resp, s.destination(bind.req, resp))
+		default:
+			s.m.dropped.WithLabelValues(dropCommitFailed).Inc()
+			s.log.Warn("lease commit failed", "site", bind.site, "ip", bind.lease.IP, "err", err)
+			reply(nil, nil)
+		}
+	})
 }
 
 // newReply starts the reply to req the way RFC 2131 table 3 has it: its

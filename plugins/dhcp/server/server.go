@@ -43,7 +43,11 @@ type Options struct {
 	Quarantine    time.Duration // DECLINEd address out of use; default 10m
 	CommitTimeout time.Duration // one lease commit; default 5s
 	ExpireEvery   time.Duration // leader's expiry sweep; default 30s
-	MaxInFlight   int           // requests handled at once; default 512
+	// MaxInFlight bounds the lease commits waiting at once, and the
+	// RELEASEs and DECLINEs queued; past it requests are dropped. Default
+	// 2048, half a second of commits at 4,000 leases/s: enough to ride out
+	// a slow disk flush, short of answering requests long given up on.
+	MaxInFlight int
 }
 
 // Server is the DHCPv4 server.
@@ -56,7 +60,8 @@ type Server struct {
 	book     *leases.Book
 	ctx      context.Context
 	cancel   context.CancelFunc
-	queue    chan packet
+	queue    chan packet  // RELEASE and DECLINE, for the workers
+	pending  atomic.Int64 // lease commits not yet answered
 
 	sites atomic.Pointer[siteTable]
 
@@ -89,7 +94,7 @@ func New(store Store, opts Options) *Server {
 		opts.ExpireEvery = 30 * time.Second
 	}
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 512
+		opts.MaxInFlight = 2048
 	}
 	registry, err := chain.NewRegistry(Plugins...)
 	if err != nil {
@@ -103,7 +108,7 @@ func New(store Store, opts Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		store: store, opts: opts, log: opts.Logger.With("service", "dhcp"), m: m, registry: registry,
-		ctx: ctx, cancel: cancel, queue: make(chan packet, 4*opts.MaxInFlight),
+		ctx: ctx, cancel: cancel, queue: make(chan packet, opts.MaxInFlight),
 		serverAddr: serverAddr, openConn: server4.NewIPv4UDPConn, serverPort: dhcpv4.ServerPort, clientPort: dhcpv4.ClientPort,
 		listeners: map[string]*listener{}, siteErrs: map[string]error{},
 	}
@@ -127,7 +132,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("dhcp relay_listen %q: %w", s.opts.RelayListen, err)
 		}
 	}
-	for range s.opts.MaxInFlight {
+	for range workers {
 		go s.work(ctx)
 	}
 	changed, stop := s.store.Watch()
@@ -298,10 +303,14 @@ func (s *Server) listen(iface string, addr *net.UDPAddr) error {
 // an overloaded server drops rather than answers requests long given up.
 const receiveBuffer = 1 << 20
 
-// staleAfter is how long a queued request stays worth answering: clients
-// retransmit after about 4 s (RFC 2131 4.1), so an answer later than that
-// only costs a commit.
+// staleAfter is how long a queued RELEASE or DECLINE stays worth
+// handling: a client that sent it has long moved on.
 const staleAfter = time.Second
+
+// workers handle RELEASE and DECLINE, which wait for their commit. They
+// are rare (a client leaving, an address conflict); REQUESTs, the bulk of
+// commits, never hold a goroutine while they wait.
+const workers = 16
 
 // growReceiveBuffer raises the socket's receive buffer, past rmem_max when
 // the process may (CAP_NET_ADMIN), else as far as rmem_max allows.
@@ -328,7 +337,7 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// packet is one datagram waiting for a worker.
+// packet is one datagram being handled.
 type packet struct {
 	l    *listener
 	data []byte
@@ -336,14 +345,14 @@ type packet struct {
 	at   time.Time
 }
 
-// read serves DISCOVERs and INFORMs itself: they commit nothing, so they
-// never wait, and answering them here saves a hand-off to another
-// goroutine per packet. Everything else may wait for a raft commit and is
-// queued for the workers. When every worker is busy (each may be waiting
-// for its commit) and the queue is full, the packet is dropped: that is
-// what a flood deserves, and it never stalls reading. Past a quarter
-// full, new DISCOVERs are shed first: a REQUEST finishes an exchange
-// already paid for, a DISCOVER only starts one.
+// read handles what it receives itself, REQUESTs included: a REQUEST's
+// commit is queued for the next raft batch and its ACK is sent by the
+// goroutine that committed it, so reading never waits and no goroutine is
+// parked per lease. Only RELEASE and DECLINE, which wait for their commit
+// and answer nothing, go to the workers. Past MaxInFlight commits waiting,
+// new requests are dropped, what a flood deserves; past half of it new
+// DISCOVERs are shed first: a REQUEST finishes an exchange already
+// paid for, a DISCOVER only starts one.
 func (s *Server) read(l *listener) {
 	buf := make([]byte, 4096)
 	for {
@@ -355,28 +364,24 @@ func (s *Server) read(l *listener) {
 			s.log.Warn("dhcp read failed", "interface", l.iface, "err", err)
 			continue
 		}
-		switch peekType(buf[:n]) {
-		case dhcpv4.MessageTypeDiscover:
-			if len(s.queue) > cap(s.queue)/4 {
+		limit := int64(s.opts.MaxInFlight)
+		switch mt := peekType(buf[:n]); {
+		case mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline:
+			select {
+			case s.queue <- packet{l: l, data: bytes.Clone(buf[:n]), peer: peer, at: time.Now()}:
+			default:
 				s.m.dropped.WithLabelValues(dropOverload).Inc()
-				continue
 			}
-			fallthrough
-		case dhcpv4.MessageTypeInform:
-			s.serve(packet{l: l, data: buf[:n], peer: peer, at: time.Now()})
-			continue
-		}
-		select {
-		case s.queue <- packet{l: l, data: bytes.Clone(buf[:n]), peer: peer, at: time.Now()}:
-		default:
+		case s.pending.Load() >= limit, mt == dhcpv4.MessageTypeDiscover && s.pending.Load() > limit/2:
 			s.m.dropped.WithLabelValues(dropOverload).Inc()
+		default:
+			// The datagram is parsed before serve returns; nothing keeps buf.
+			s.serve(packet{l: l, data: buf[:n], peer: peer, at: time.Now()})
 		}
 	}
 }
 
-// work serves queued packets. Workers are long-lived so their grown
-// stacks are reused; there are MaxInFlight of them so that many commits
-// wait at once and raft can batch them into one log write.
+// work handles queued RELEASEs and DECLINEs.
 func (s *Server) work(ctx context.Context) {
 	for {
 		select {
@@ -394,17 +399,18 @@ func (s *Server) work(ctx context.Context) {
 
 func (s *Server) serve(p packet) {
 	s.m.inFlight.Inc()
-	defer s.m.inFlight.Dec()
-	reply, dst := s.process(p.l.iface, p.data)
-	if reply == nil {
-		return
-	}
-	if _, err := p.l.conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
-		s.m.dropped.WithLabelValues(dropSendError).Inc()
-		s.log.Debug("dhcp send failed", "to", dst, "peer", p.peer, "err", err)
-		return
-	}
-	m := s.m.of(reply.MessageType())
-	m.replies.Inc()
-	m.latency.Observe(time.Since(p.at).Seconds())
+	s.handle(p.l.iface, p.data, func(reply *dhcpv4.DHCPv4, dst *net.UDPAddr) {
+		defer s.m.inFlight.Dec()
+		if reply == nil {
+			return
+		}
+		if _, err := p.l.conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
+			s.m.dropped.WithLabelValues(dropSendError).Inc()
+			s.log.Debug("dhcp send failed", "to", dst, "peer", p.peer, "err", err)
+			return
+		}
+		m := s.m.of(reply.MessageType())
+		m.replies.Inc()
+		m.latency.Observe(time.Since(p.at).Seconds())
+	})
 }

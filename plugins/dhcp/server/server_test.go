@@ -98,7 +98,7 @@ func requestPkt(t testing.TB, mac net.HardwareAddr, giaddr, ip, serverID net.IP)
 
 func TestDirectDORA(t *testing.T) {
 	s, store := newTestServer(t, nil)
-	offer, dst := s.process("eth-b1", discoverPkt(t, hw(1), nil))
+	offer, dst := s.answer("eth-b1", discoverPkt(t, hw(1), nil))
 	if offer == nil || offer.MessageType() != dhcpv4.MessageTypeOffer {
 		t.Fatalf("no OFFER: %v", offer)
 	}
@@ -108,7 +108,7 @@ func TestDirectDORA(t *testing.T) {
 	if _, ok := store.Lease(offer.YourIPAddr.String()); ok {
 		t.Fatal("an OFFER must not commit a lease")
 	}
-	ack, _ := s.process("eth-b1", requestPkt(t, hw(1), nil, offer.YourIPAddr, offer.ServerIdentifier()))
+	ack, _ := s.answer("eth-b1", requestPkt(t, hw(1), nil, offer.YourIPAddr, offer.ServerIdentifier()))
 	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("no ACK: %v", ack)
 	}
@@ -135,7 +135,7 @@ func TestDirectDORA(t *testing.T) {
 func TestRelayedDORAPicksSiteByGiaddr(t *testing.T) {
 	s, store := newTestServer(t, nil)
 	relay := net.IPv4(10, 2, 0, 1)
-	offer, dst := s.process("", discoverPkt(t, hw(1), relay))
+	offer, dst := s.answer("", discoverPkt(t, hw(1), relay))
 	if offer == nil {
 		t.Fatal("no OFFER")
 	}
@@ -148,7 +148,7 @@ func TestRelayedDORAPicksSiteByGiaddr(t *testing.T) {
 	if offer.DomainName() != "branch2.example.com" {
 		t.Fatalf("option 15 = %q", offer.DomainName())
 	}
-	ack, _ := s.process("", requestPkt(t, hw(1), relay, offer.YourIPAddr, offer.ServerIdentifier()))
+	ack, _ := s.answer("", requestPkt(t, hw(1), relay, offer.YourIPAddr, offer.ServerIdentifier()))
 	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("no ACK: %v", ack)
 	}
@@ -157,7 +157,7 @@ func TestRelayedDORAPicksSiteByGiaddr(t *testing.T) {
 	}
 	// The client renews by unicast, without the relay: site by ciaddr.
 	renew := msg(t, dhcpv4.WithHwAddr(hw(1)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(ack.YourIPAddr))
-	again, dst := s.process("", renew)
+	again, dst := s.answer("", renew)
 	if again == nil || !again.YourIPAddr.Equal(ack.YourIPAddr) || dst.Port != 68 || !dst.IP.Equal(ack.YourIPAddr) {
 		t.Fatalf("renewal: %v to %v", again, dst)
 	}
@@ -184,7 +184,7 @@ func TestAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reply, dst := s.process(tt.iface, tt.pkt)
+			reply, dst := s.answer(tt.iface, tt.pkt)
 			if tt.want == 0 {
 				if reply != nil {
 					t.Fatalf("unexpected %s", reply.MessageType())
@@ -199,11 +199,11 @@ func TestAnswers(t *testing.T) {
 			}
 		})
 	}
-	reserved, _ := s.process("eth-b1", discoverPkt(t, hw(0xaa), nil))
+	reserved, _ := s.answer("eth-b1", discoverPkt(t, hw(0xaa), nil))
 	if reserved.YourIPAddr.String() != "10.1.0.50" || reserved.HostName() != "printer" {
 		t.Fatalf("reservation offered %s %q", reserved.YourIPAddr, reserved.HostName())
 	}
-	ack, _ := s.process("eth-b1", inform)
+	ack, _ := s.answer("eth-b1", inform)
 	if ack.Options.Has(dhcpv4.OptionIPAddressLeaseTime) || chaddrSet(ack.YourIPAddr) {
 		t.Fatal("an INFORM reply must carry no lease")
 	}
@@ -220,7 +220,7 @@ func TestReplyHeader(t *testing.T) {
 	d.Flags = 0x8000
 	d.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 3, 'p', '1', '7'}))
 	d.UpdateOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 0, 0, 0, 0, 7}))
-	offer, _ := s.process("", d.ToBytes())
+	offer, _ := s.answer("", d.ToBytes())
 	if offer == nil {
 		t.Fatal("no OFFER")
 	}
@@ -261,7 +261,7 @@ func TestBadPacketsAreDroppedAndCounted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := counter(t, s.m.dropped.WithLabelValues(tt.reason))
-			if r, _ := s.process("eth-b1", tt.pkt); r != nil {
+			if r, _ := s.answer("eth-b1", tt.pkt); r != nil {
 				t.Fatalf("answered a bad packet with %s", r.MessageType())
 			}
 			if got := counter(t, s.m.dropped.WithLabelValues(tt.reason)) - before; got != 1 {
@@ -285,7 +285,7 @@ func TestBadPacketsAreDroppedAndCounted(t *testing.T) {
 func TestFollowerStaysSilent(t *testing.T) {
 	s, store := newTestServer(t, nil)
 	store.follower.Store(true)
-	if r, _ := s.process("eth-b1", discoverPkt(t, hw(1), nil)); r != nil {
+	if r, _ := s.answer("eth-b1", discoverPkt(t, hw(1), nil)); r != nil {
 		t.Fatal("a follower answered DHCP")
 	}
 	if got := counter(t, s.m.dropped.WithLabelValues(dropNotLeader)); got != 1 {
@@ -318,4 +318,17 @@ func TestPeekType(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}
+}
+
+// answer runs one datagram through handle and waits for its reply, the
+// lease commit included.
+func (s *Server) answer(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	type out struct {
+		reply *dhcpv4.DHCPv4
+		dst   *net.UDPAddr
+	}
+	ch := make(chan out, 1)
+	s.handle(iface, pkt, func(r *dhcpv4.DHCPv4, dst *net.UDPAddr) { ch <- out{r, dst} })
+	o := <-ch
+	return o.reply, o.dst
 }

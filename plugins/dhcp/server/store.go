@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/branchbox/branchbox/cluster"
 )
@@ -12,6 +13,7 @@ type Store interface {
 	Leases() []cluster.Lease
 	Lease(ip string) (cluster.Lease, bool)
 	Apply(ctx context.Context, cmd cluster.Command) error
+	ApplyLease(c cluster.LeaseCAS, deadline time.Time, done func(error))
 	IsLeader() bool
 	Watch() (<-chan struct{}, func())
 }
