@@ -37,16 +37,14 @@ type snapshotFile struct {
 	State   *state `json:"state"`
 }
 
-// Snapshot serialises the state while Apply is paused (raft guarantees
-// that), so Persist can write it while Apply goes on.
+// Snapshot copies the state while Apply is paused (raft guarantees that)
+// and leaves encoding it to Persist, which runs while Apply goes on:
+// encoding a branch's 10,000 leases took ~16 ms, all of it a stall of
+// every commit and so of every DHCP ACK.
 func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.s.mu.RLock()
 	defer f.s.mu.RUnlock()
-	b, err := json.Marshal(snapshotFile{Format: snapshotFormat, Applied: f.s.applied, State: f.s.st})
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return snapshotBytes(b), nil
+	return snapshotFile{Format: snapshotFormat, Applied: f.s.applied, State: f.s.st.clone()}, nil
 }
 
 // Restore throws the current state away and replaces it with the snapshot.
@@ -83,14 +81,12 @@ func readSnapshot(r io.Reader) (*state, uint64, error) {
 	return snap.State, snap.Applied, nil
 }
 
-type snapshotBytes []byte
-
-func (b snapshotBytes) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(b); err != nil {
+func (f snapshotFile) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(f); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-func (snapshotBytes) Release() {}
+func (snapshotFile) Release() {}

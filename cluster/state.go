@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 )
@@ -34,6 +35,28 @@ type state struct {
 }
 
 type clientKey struct{ site, client string }
+
+// clone copies the state for a snapshot that is encoded while apply goes
+// on. Maps are copied; records are values that apply replaces whole,
+// except the audit trail and device histories, which apply trims in place
+// and so are copied too. The derived index is left out, as in a snapshot.
+func (s *state) clone() *state {
+	c := *s
+	c.Sites = maps.Clone(s.Sites)
+	c.Profiles = maps.Clone(s.Profiles)
+	c.OTPs = maps.Clone(s.OTPs)
+	c.PSKs = maps.Clone(s.PSKs)
+	c.Leases = maps.Clone(s.Leases)
+	c.Authorities = maps.Clone(s.Authorities)
+	c.Audit = slices.Clone(s.Audit)
+	c.Devices = make(map[string]Device, len(s.Devices))
+	for k, d := range s.Devices {
+		d.History = slices.Clone(d.History)
+		c.Devices[k] = d
+	}
+	c.bound = nil
+	return &c
+}
 
 // reindex rebuilds the derived indexes after a restore.
 func (s *state) reindex() {
