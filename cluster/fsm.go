@@ -60,7 +60,7 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	f.s.leaseList = nil
 	f.s.leaseMu.Unlock()
 	f.s.mu.Unlock()
-	f.s.notify()
+	f.s.notify(false)
 	return nil
 }
 

@@ -33,7 +33,7 @@ type Store struct {
 	proposer proposer
 
 	watchMu  sync.Mutex
-	watchers map[chan struct{}]struct{}
+	watchers map[chan struct{}]bool // true: lease changes too
 
 	// leaseList is the sorted lease list handed to readers, rebuilt only
 	// after a lease changed; nil means stale. Readers share it, so it is
@@ -45,7 +45,7 @@ type Store struct {
 }
 
 func newStore(s *sealer) *Store {
-	st := &Store{st: newState(), sealer: s, watchers: map[chan struct{}]struct{}{}}
+	st := &Store{st: newState(), sealer: s, watchers: map[chan struct{}]bool{}}
 	st.leaseBatch.commit = st.commitBatch
 	return st
 }
@@ -107,10 +107,17 @@ func (s *Store) Unseal(v Sealed) ([]byte, error) { return s.sealer.unseal(v) }
 
 // Watch returns a channel that receives (coalesced) after every applied
 // change, and a func that stops the subscription.
-func (s *Store) Watch() (<-chan struct{}, func()) {
+func (s *Store) Watch() (<-chan struct{}, func()) { return s.watch(true) }
+
+// WatchConfig is Watch without lease changes. Leases change thousands of
+// times a second in a DHCP storm, and a watcher that rebuilds from sites
+// or profiles would otherwise wake, and rebuild, for every commit.
+func (s *Store) WatchConfig() (<-chan struct{}, func()) { return s.watch(false) }
+
+func (s *Store) watch(leases bool) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	s.watchMu.Lock()
-	s.watchers[ch] = struct{}{}
+	s.watchers[ch] = leases
 	s.watchMu.Unlock()
 	return ch, func() {
 		s.watchMu.Lock()
@@ -119,10 +126,15 @@ func (s *Store) Watch() (<-chan struct{}, func()) {
 	}
 }
 
-func (s *Store) notify() {
+// notify signals the watchers; onlyLeases says the change touched leases
+// and nothing else.
+func (s *Store) notify(onlyLeases bool) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
-	for ch := range s.watchers {
+	for ch, leases := range s.watchers {
+		if onlyLeases && !leases {
+			continue
+		}
 		select {
 		case ch <- struct{}{}:
 		default:
@@ -149,14 +161,16 @@ func (s *Store) applyEntry(index uint64, data []byte) applyResult {
 		res.err = s.st.apply(cmd)
 	}
 	s.applied = index
+	onlyLeases := false
 	switch cmd.(type) {
 	case *LeaseCAS, *LeaseBatch, *LeaseRelease, *LeaseExpire:
+		onlyLeases = true
 		s.leaseMu.Lock()
 		s.leaseList = nil
 		s.leaseMu.Unlock()
 	}
 	s.mu.Unlock()
-	s.notify()
+	s.notify(onlyLeases)
 	return res
 }
 

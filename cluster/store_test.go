@@ -366,13 +366,29 @@ func TestNodePersistsAcrossRestart(t *testing.T) {
 
 func TestWatchSignals(t *testing.T) {
 	s := NewMemory()
-	ch, stop := s.Watch()
+	all, stop := s.Watch()
 	defer stop()
-	s.Apply(context.Background(), PutSite{Site: Site{Name: "x", Subnet: "10.0.0.0/8"}})
-	select {
-	case <-ch:
-	case <-time.After(time.Second):
-		t.Fatal("no watch signal")
+	config, stop2 := s.WatchConfig()
+	defer stop2()
+	signalled := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	}
+	ctx := context.Background()
+	s.Apply(ctx, LeaseCAS{Lease: Lease{IP: "10.0.0.5", ClientID: "c", Site: "x", Expires: t0.Add(time.Hour)}, Time: t0})
+	if !signalled(all) {
+		t.Error("Watch: no signal for a lease")
+	}
+	if signalled(config) {
+		t.Error("WatchConfig: signalled for a lease")
+	}
+	s.Apply(ctx, PutSite{Site: Site{Name: "x", Subnet: "10.0.0.0/8"}})
+	if !signalled(all) || !signalled(config) {
+		t.Error("no signal for a site")
 	}
 }
 

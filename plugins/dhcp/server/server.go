@@ -135,7 +135,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for range workers {
 		go s.work(ctx)
 	}
-	changed, stop := s.store.Watch()
+	changed, stop := s.store.WatchConfig()
 	defer stop()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -149,7 +149,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-			// Every lease commit signals too; coalesce into the tick.
+			// A config sync writes several sites at once; coalesce into the tick.
 			dirty = true
 		case <-tick.C:
 			retry++

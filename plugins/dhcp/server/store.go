@@ -15,5 +15,5 @@ type Store interface {
 	Apply(ctx context.Context, cmd cluster.Command) error
 	ApplyLease(c cluster.LeaseCAS, deadline time.Time, done func(error))
 	IsLeader() bool
-	Watch() (<-chan struct{}, func())
+	WatchConfig() (<-chan struct{}, func())
 }

@@ -14,7 +14,7 @@ import (
 // Sites is the part of the store the table reads.
 type Sites interface {
 	Sites() []cluster.Site
-	Watch() (<-chan struct{}, func())
+	WatchConfig() (<-chan struct{}, func())
 }
 
 // Addresses returns the addresses of the provisioners serving a site right
@@ -90,7 +90,7 @@ func (z *siteZone) add(a netip.Addr) {
 // Run refreshes the table on every store change and every period (for
 // address changes the store does not see) until ctx ends.
 func (t *Table) Run(ctx context.Context, period time.Duration) {
-	changed, stop := t.sites.Watch()
+	changed, stop := t.sites.WatchConfig()
 	defer stop()
 	// A change between NewTable and the subscription would otherwise be
 	// missed until the next tick.

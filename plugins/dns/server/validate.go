@@ -82,6 +82,7 @@ func rootClash(cfg Config) error {
 // nothing is an empty store, for validation.
 type nothing struct{}
 
-func (nothing) Sites() []cluster.Site            { return nil }
-func (nothing) Leases() []cluster.Lease          { return nil }
-func (nothing) Watch() (<-chan struct{}, func()) { return nil, func() {} }
+func (nothing) Sites() []cluster.Site                  { return nil }
+func (nothing) Leases() []cluster.Lease                { return nil }
+func (nothing) Watch() (<-chan struct{}, func())       { return nil, func() {} }
+func (nothing) WatchConfig() (<-chan struct{}, func()) { return nil, func() {} }
