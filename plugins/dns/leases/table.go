@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -66,7 +67,13 @@ func (t *Table) Refresh() {
 		s.zones[apex] = struct{}{}
 	}
 	now := t.now()
-	for _, l := range t.src.Leases() {
+	for i, l := range t.src.Leases() {
+		if i%yieldEvery == yieldEvery-1 {
+			// A rebuild of a branch's leases is milliseconds of CPU; on a
+			// one-CPU box the DHCP read loop would wait all of it (Go
+			// preempts only after 10 ms), which was most of an ACK's p99.
+			runtime.Gosched()
+		}
 		h, ok := hostOf(l, apexOf[l.Site], now)
 		if !ok {
 			continue
@@ -161,6 +168,10 @@ func (t *Table) Run(ctx context.Context) {
 		}
 	}
 }
+
+// yieldEvery is how many leases a rebuild reads between letting other
+// goroutines run: a few hundred microseconds' worth.
+const yieldEvery = 512
 
 // refreshEvery bounds how often the table is rebuilt under churn, and
 // refreshShare stretches the wait to that many times the last rebuild.
