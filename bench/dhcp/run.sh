@@ -180,8 +180,10 @@ summarize() {
 	echo " $(pct "$f.do" .5) $(pct "$f.do" .99) $(pct "$f.ra" .5) $(pct "$f.ra" .99)"
 }
 
-# cpu_ticks prints a process's user+system CPU in clock ticks.
+# cpu_ticks prints a process's user+system CPU in clock ticks; sys_ticks
+# its system part (the kernel's work for its sockets and disk).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+sys_ticks() { awk '{ print $15 }' "/proc/$1/stat"; }
 
 # cpu1_busy prints "busy total" jiffies of CPU 1 (perfdhcp's); given an
 # earlier reading, the percentage busy since then instead.
@@ -195,7 +197,7 @@ cpu1_busy() {
 
 # measure SERVER RATE runs perfdhcp once against a fresh server and sets
 # MEASURED to "rate do_loss ra_loss do_p50 do_p99 ra_p50 ra_p99 cpu_ticks
-# driver_cpu%", or "failed". (Not a subshell: the exit trap must see
+# driver_cpu% sys_ticks", or "failed". (Not a subshell: the exit trap must see
 # SERVER_PID.)
 measure() {
 	local server=$1 rate=$2 out="$WORK/$1.$2.perfdhcp"
@@ -209,14 +211,14 @@ measure() {
 		return
 	fi
 	log "$server: perfdhcp at $rate DORA/s for ${DURATION}s, $CLIENTS clients"
-	local cpu0 busy0 cpu drv
-	cpu0=$(cpu_ticks "$SERVER_PID") busy0=$(cpu1_busy)
+	local cpu0 sys0 busy0 cpu sys drv
+	cpu0=$(cpu_ticks "$SERVER_PID") sys0=$(sys_ticks "$SERVER_PID") busy0=$(cpu1_busy)
 	ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l 10.77.0.2 -R "$CLIENTS" -p "$DURATION" -r "$rate" -x t 10.77.0.1 \
 		>"$out" 2>&1 || true
-	cpu=$(($(cpu_ticks "$SERVER_PID") - cpu0))
+	cpu=$(($(cpu_ticks "$SERVER_PID") - cpu0)) sys=$(($(sys_ticks "$SERVER_PID") - sys0))
 	drv=$(cpu1_busy "$busy0")
 	stop_server
-	MEASURED="$(summarize "$out") $cpu $drv"
+	MEASURED="$(summarize "$out") $cpu $drv $sys"
 	rm -f "$out" "$out".*
 }
 
@@ -268,7 +270,7 @@ table() {
 	bbcpl=$(cpu_per_lease "${bbcpu:-0}" "$bb")
 	echo "### DHCP at $rate offered DORA/s (perfdhcp, relayed, ${DURATION}s, $CLIENTS clients; median of $REPEAT alternating rounds; server on CPU 0, perfdhcp on CPU 1)"
 	echo
-	echo "| server | leases/s | server CPU µs / lease | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | perfdhcp CPU % | branchbox ÷ server, leases/s | server ÷ branchbox, CPU / lease |"
+	echo "| server | leases/s | server CPU µs / lease (of which system) | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | perfdhcp CPU % | branchbox ÷ server, leases/s | server ÷ branchbox, CPU / lease |"
 	echo "|---|---|---|---|---|---|---|---|---|"
 	for server in $servers; do
 		local r=${res[$server]}
@@ -276,12 +278,12 @@ table() {
 			echo "| $server | failed | | | | | | | |"
 			continue
 		fi
-		read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv <<<"$r"
-		local cpl ratio cratio
-		cpl=$(cpu_per_lease "$cpu" "$rate")
+		read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys <<<"$r"
+		local cpl spl ratio cratio
+		cpl=$(cpu_per_lease "$cpu" "$rate") spl=$(cpu_per_lease "$sys" "$rate")
 		ratio=$(awk -v a="$bb" -v b="$rate" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
 		cratio=$(awk -v a="$bbcpl" -v b="$cpl" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", b / a; else print "-" }')
-		echo "| $server | $rate | $cpl | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $drv | $ratio | $cratio |"
+		echo "| $server | $rate | $cpl ($spl) | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $drv | $ratio | $cratio |"
 	done
 	echo
 }
@@ -291,7 +293,8 @@ if [ -n "$LOW_SERVERS" ]; then
 	table low. "$LOW_RATE" "$LOW_SERVERS"
 fi
 echo "Each cell is the median over the rounds, column by column. Server CPU is the server process's user+system"
-echo "time over the run; perfdhcp CPU is CPU 1's busy share. When perfdhcp is near 100% the offered rate is what"
-echo "the driver can push and its own queueing shows in the latencies; the second table, at a rate the driver"
-echo "keeps up with, is where latency compares servers. branchbox commits every lease through raft (fsync'd)"
-echo "before its ACK; kea uses memfile with persist, dnsmasq its lease file."
+echo "time over the run; in brackets its system part, the kernel's work for its sockets (and for branchbox its"
+echo "fsyncs). perfdhcp CPU is CPU 1's busy share. When perfdhcp is near 100% the offered rate is what the driver"
+echo "can push and its own queueing shows in the latencies; the second table, at a rate the driver keeps up with,"
+echo "is where latency compares servers. branchbox commits every lease through raft (fsync'd) before its ACK;"
+echo "kea uses memfile with persist, dnsmasq its lease file."
