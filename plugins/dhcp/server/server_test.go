@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -13,15 +14,26 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/branchbox/branchbox/cluster"
+	"github.com/branchbox/branchbox/plugins/dhcp/chain"
 )
 
-// leaderStore lets a test take leadership away from the in-memory store.
+// leaderStore lets a test take leadership away from the in-memory store,
+// or make lease commits fail as they do without a quorum.
 type leaderStore struct {
 	*cluster.Store
-	follower atomic.Bool
+	follower    atomic.Bool
+	failCommits atomic.Bool
 }
 
 func (l *leaderStore) IsLeader() bool { return !l.follower.Load() }
+
+func (l *leaderStore) ApplyLease(c cluster.LeaseCAS, deadline time.Time, done func(error)) {
+	if l.failCommits.Load() {
+		done(errors.New("no quorum"))
+		return
+	}
+	l.Store.ApplyLease(c, deadline, done)
+}
 
 var (
 	directSite = cluster.Site{
@@ -130,6 +142,50 @@ func TestDirectDORA(t *testing.T) {
 	if l, ok := store.Lease(ack.YourIPAddr.String()); !ok || l.Site != "b1" {
 		t.Fatalf("ACKed lease not committed: %+v", l)
 	}
+}
+
+// What a REQUEST's commit decides: another client's address is refused
+// with a NAK, whether the allocator knew (checked before committing) or
+// only the store did (the compare-and-set lost); a commit that fails is
+// not answered, so the client retries, and is counted.
+func TestCommitOutcomes(t *testing.T) {
+	s, store := newTestServer(t, nil)
+	offer, _ := s.answer("eth-b1", discoverPkt(t, hw(1), nil))
+	if ack, _ := s.answer("eth-b1", requestPkt(t, hw(1), nil, offer.YourIPAddr, nil)); ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("first client: %v", ack)
+	}
+	taken := cluster.Lease{IP: "10.1.0.160", ClientID: "elsewhere", Site: "b1", State: cluster.LeaseBound, Expires: time.Now().Add(time.Hour)}
+	if err := store.Apply(context.Background(), cluster.LeaseCAS{Lease: taken, Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []net.IP{offer.YourIPAddr, net.IPv4(10, 1, 0, 160)} {
+		nak, dst := s.answer("eth-b1", requestPkt(t, hw(2), nil, ip, nil))
+		if nak == nil || nak.MessageType() != dhcpv4.MessageTypeNak || dst.String() != "255.255.255.255:68" {
+			t.Fatalf("request for %s held by another client: %v to %v", ip, nak, dst)
+		}
+		if l, _ := store.Lease(ip.String()); l.ClientID == chain.ClientID(mustParse(t, requestPkt(t, hw(2), nil, ip, nil))) {
+			t.Fatalf("%s went to the second client", ip)
+		}
+	}
+	store.failCommits.Store(true)
+	if r, _ := s.answer("eth-b1", requestPkt(t, hw(3), nil, net.IPv4(10, 1, 0, 170), nil)); r != nil {
+		t.Fatalf("a failed commit was answered: %v", r)
+	}
+	if got := counter(t, s.m.dropped.WithLabelValues(dropCommitFailed)); got != 1 {
+		t.Fatalf("commit_failed drops = %v, want 1", got)
+	}
+	if _, ok := store.Lease("10.1.0.170"); ok {
+		t.Fatal("a failed commit left a lease")
+	}
+}
+
+func mustParse(t *testing.T, pkt []byte) *dhcpv4.DHCPv4 {
+	t.Helper()
+	m, err := dhcpv4.FromBytes(pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestRelayedDORAPicksSiteByGiaddr(t *testing.T) {
