@@ -102,6 +102,8 @@ func (s *Server) handle(iface string, pkt []byte, reply func(*dhcpv4.DHCPv4, *ne
 		case errors.Is(err, cluster.ErrConflict):
 			resp = chain.NAK(resp, "address in use")
 			reply(resp, s.destination(bind.req, resp))
+		case s.ctx.Err() != nil:
+			reply(nil, nil) // shutting down: the commit's fate no longer matters
 		default:
 			s.m.dropped.WithLabelValues(dropCommitFailed).Inc()
 			s.log.Warn("lease commit failed", "site", bind.site, "ip", bind.lease.IP, "err", err)

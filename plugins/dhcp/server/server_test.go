@@ -177,6 +177,9 @@ func TestCommitOutcomes(t *testing.T) {
 	if _, ok := store.Lease("10.1.0.170"); ok {
 		t.Fatal("a failed commit left a lease")
 	}
+	if n := s.pending.Load(); n != 0 {
+		t.Fatalf("%d commits still counted as pending after every outcome", n)
+	}
 }
 
 func mustParse(t *testing.T, pkt []byte) *dhcpv4.DHCPv4 {

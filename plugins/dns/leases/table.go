@@ -160,7 +160,10 @@ func (t *Table) Run(ctx context.Context) {
 		// and with tens of thousands of leases by whatever keeps rebuilds
 		// to refreshShare of a CPU: each one is a burst of CPU that, on a
 		// small box, delays DHCP answers behind it.
-		wait := max(refreshEvery, time.Since(start)*refreshShare)
+		// The rebuild yields, so its wall time includes whatever ran
+		// meanwhile; maxWait keeps a storm from stretching names' lag
+		// past a second.
+		wait := min(maxWait, max(refreshEvery, time.Since(start)*refreshShare))
 		select {
 		case <-ctx.Done():
 			return
@@ -178,6 +181,7 @@ const yieldEvery = 512
 const (
 	refreshEvery = 250 * time.Millisecond
 	refreshShare = 20
+	maxWait      = time.Second
 )
 
 func (t *Table) snapshot() *snapshot { return t.cur.Load() }
