@@ -98,15 +98,15 @@ func (b *Book) Pool(site string, first, last netip.Addr, exclude []netip.Addr) (
 	return p, nil
 }
 
-// Commit binds a lease in site's pool (see Pool.Commit). A site without a
-// pool has no dynamic range to keep in step, so its lease goes straight to
-// the store.
+// Commit binds a lease in site's pool (see Pool.Commit). Every served
+// site has one, made by the range plugin, reservation-only sites included.
 func (b *Book) Commit(site string, l cluster.Lease, ttl time.Duration, done func(error)) {
 	b.mu.Lock()
 	p := b.pools[site]
 	b.mu.Unlock()
 	if p == nil {
-		p = &Pool{book: b, site: site, byClient: map[string]netip.Addr{}}
+		done(fmt.Errorf("site %q: no address pool", site))
+		return
 	}
 	p.Commit(l, ttl, done)
 }
