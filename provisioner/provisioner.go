@@ -17,13 +17,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/branchbox/branchbox/cluster"
+	"github.com/branchbox/branchbox/provisioner/certrules"
 	"github.com/branchbox/branchbox/provisioner/hello"
 	"github.com/branchbox/branchbox/provisioner/session"
 )
@@ -366,9 +366,8 @@ func (j *job) prepare(ctx context.Context, site cluster.Site, dev cluster.Device
 	if len(sc.failures) > 0 {
 		return out, fmt.Errorf("site %q provisioning certificate fails firmware rules: %s", site.Name, rulesError(sc.failures))
 	}
-	if !trusts(j.h, sc) {
-		return out, fmt.Errorf("site %q provisioning root (sha256:%s) is not among the %d root hashes the device trusts; add it as a custom hash or use a certificate from one of: %s",
-			site.Name, sc.root.SHA256, len(j.h.Hashes), strings.Join(j.h.HashStrings(), ", "))
+	if r := certrules.CheckRootHash(sc.chain, j.h.HashStrings()); r.Status == certrules.Fail {
+		return out, fmt.Errorf("site %q provisioning certificate fails firmware rule %s: %s", site.Name, r.Rule, r.Reason)
 	}
 	fqdn, source, err := deviceFQDN(st, site, cluster.Device{UUID: j.uuid, Hostname: dev.Hostname}, haveDev, j.src.String())
 	if err != nil {
@@ -438,15 +437,6 @@ func (j *job) features(ctx context.Context, prof cluster.Profile, fqdn string) (
 		Roots: iss.roots,
 	}
 	return f, nil
-}
-
-func trusts(h hello.Hello, sc *siteCert) bool {
-	for _, hs := range h.HashStrings() {
-		if sc.root.Matches(hs) {
-			return true
-		}
-	}
-	return false
 }
 
 // takeOTP consumes the device's registered one-time password, if any:

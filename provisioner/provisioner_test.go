@@ -225,7 +225,7 @@ func TestFailures(t *testing.T) {
 		setup func(e *env, d *fakeamt.Device)
 		want  string // in last_error
 	}{
-		{name: "root hash not offered", trust: false, want: "not among the 1 root hashes the device trusts; add it as a custom hash or use a certificate from one of: sha256:c3846bf2"},
+		{name: "root hash not offered", trust: false, want: "fails firmware rule root-hash: root \"branchbox demo root CA\""},
 		{name: "certificate for another domain", trust: true, opt: func(s *cluster.Site, o *Options) { s.Domain = "shop.other.org" },
 			want: "domain-suffix"},
 		{name: "no name and template not allowed", trust: true, opt: func(s *cluster.Site, o *Options) { s.AllowTemplate = false },

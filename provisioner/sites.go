@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -34,7 +35,7 @@ func siteFor(sites []cluster.Site, ip netip.Addr) (cluster.Site, bool) {
 type siteCert struct {
 	fingerprint [32]byte // of chain PEM + sealed key: reload when either changes
 	tls         *tls.Config
-	root        certrules.Hashes
+	chain       []*x509.Certificate
 	failures    []certrules.Result
 	cn          string
 }
@@ -74,7 +75,7 @@ func (c *certCache) get(st Store, s cluster.Site) (*siteCert, error) {
 	sc := &siteCert{
 		fingerprint: fp,
 		tls:         wsman.ProvisioningTLS(der, key),
-		root:        certrules.RootHashes(chain[len(chain)-1]),
+		chain:       chain,
 		failures:    certrules.Failures(certrules.Check(certrules.Input{Chain: chain, Key: key, Domain: s.Domain})),
 		cn:          chain[0].Subject.CommonName,
 	}

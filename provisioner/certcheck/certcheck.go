@@ -3,6 +3,7 @@
 package certcheck
 
 import (
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -21,9 +22,11 @@ func RunCertCheck(args []string, stdout, stderr io.Writer) int {
 	domain := fs.String("domain", "", "the site's domain: DHCP option 15, the devices' DNS suffix")
 	chain := fs.String("chain", "", "PEM provisioning chain, leaf first, root last")
 	key := fs.String("key", "", "PEM private key of the leaf (optional)")
-	version := fs.String("amt-version", "", "judge for devices of this AMT version, e.g. 11.8 (default: any device, strictest rules)")
+	version := fs.String("amt-version", "", "judge for devices of this AMT version, e.g. 11.8 (default: any device, current firmware's rules)")
+	var trusted hashList
+	fs.Var(&trusted, "trusted-hash", "a root hash the devices trust, sha256:HEX (repeatable; from a hello or `rpc amtinfo`); default: judge the root against the default AMT table")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: branchbox cert check --domain D --chain CHAIN.pem [--key KEY.pem] [--amt-version X.Y]")
+		fmt.Fprintln(stderr, "usage: branchbox cert check --domain D --chain CHAIN.pem [--key KEY.pem] [--amt-version X.Y] [--trusted-hash ALG:HEX]...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,7 +46,7 @@ func RunCertCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		major = n
 	}
-	results := certrules.CheckFilesFor(*domain, *chain, *key, major)
+	results := certrules.CheckFilesFor(certrules.Device{AMTMajor: major, Trusted: trusted}, *domain, *chain, *key)
 	for _, r := range results {
 		fmt.Fprintln(stdout, r.String())
 	}
@@ -52,4 +55,23 @@ func RunCertCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// hashList collects --trusted-hash values, checked as ALG:HEX or bare hex.
+type hashList []string
+
+func (l *hashList) String() string { return strings.Join(*l, ",") }
+
+func (l *hashList) Set(v string) error {
+	alg, sum, found := strings.Cut(strings.ToLower(strings.TrimSpace(v)), ":")
+	if !found {
+		alg, sum = "", alg
+	}
+	want := map[string]int{"": 0, "sha1": 40, "sha256": 64, "sha384": 96}
+	n, ok := want[alg]
+	if _, err := hex.DecodeString(sum); !ok || err != nil || (n != 0 && len(sum) != n) || (n == 0 && len(sum) != 40 && len(sum) != 64 && len(sum) != 96) {
+		return fmt.Errorf("%q is not sha1:HEX, sha256:HEX or sha384:HEX", v)
+	}
+	*l = append(*l, v)
+	return nil
 }

@@ -2,6 +2,10 @@
 // makes on a provisioning certificate chain during Remote Configuration
 // (amt-protocol.md §4), so a bad chain is reported to the admin with the
 // rule a device would reject it for, before any device fails on it.
+//
+// FAIL means a device of the judged generation refuses the chain; amtsim's
+// firmware model is separate code tested against the same table of cases
+// (tests/certcases), so FAIL here and a refused TLS session there coincide.
 package certrules
 
 import (
@@ -49,7 +53,7 @@ const (
 	RuleSignature   = "signature-hash"
 	RuleRootHash    = "root-hash"
 	RuleDomain      = "domain-suffix"
-	RuleExpiry      = "expiry"
+	RuleValidity    = "validity"
 	RuleKeyMatch    = "key-match"
 )
 
@@ -83,13 +87,47 @@ type Input struct {
 	Domain string
 	Now    time.Time
 	// AMTMajor is the firmware major version when known. Zero means
-	// "any device": the strictest rules of current firmware apply.
+	// "any device": the rules of current firmware apply.
 	AMTMajor int
+	// Trusted are the device's active root hashes ("sha256:HEX" or bare
+	// hex, as a hello or `rpc amtinfo` lists them). Empty: the root is
+	// judged against the default table, and a custom root only warns.
+	Trusted []string
 }
 
-// strictFrom is the first firmware major that rejects SHA-1 anywhere in
-// the chain and RSA keys below 2048 bits (ME 16; some ME 15 too).
-const strictFrom = 15
+// Firmware generations whose rules differ (amt-protocol.md §4, §4.1).
+const (
+	// strictFrom is the first major that rejects SHA-1 anywhere in the
+	// chain and RSA keys below 2048 bits (ME 16; some ME 15 too).
+	strictFrom = 15
+	// clockFrom is the first major whose clock is set before remote
+	// configuration (from the BIOS), so certificate dates are checked;
+	// earlier firmware had its clock set during configuration, after the
+	// TLS session ("Keeping time with Intel AMT", Intel, 2010).
+	clockFrom = 6
+	// extendedTLDsFrom is the first major matching CNs in more TLDs than
+	// .com/.net, third-level (co.uk-style) ones included (AMT 4.1/5.1, P-8/P-9).
+	extendedTLDsFrom = 4
+)
+
+// minRSABits and maxRSABits bound every RSA key in the chain, root
+// included: the firmware verifies the whole chain on its own processor and
+// supports RSA up to 2048 bits (§4 "Key size"; older firmware, 1024 at least).
+const (
+	minRSABitsStrict = 2048
+	minRSABitsLegacy = 1024
+	maxRSABits       = 2048
+)
+
+func judged(major int) int {
+	if major == 0 {
+		return newest
+	}
+	return major
+}
+
+// newest is the generation "any device" is judged as: current firmware.
+const newest = 16
 
 // Failed reports whether any rule failed.
 func Failed(results []Result) bool {
@@ -111,12 +149,17 @@ func Failures(results []Result) []Result {
 // and runs every rule. Unreadable files are reported as rule results so
 // callers print one uniform list.
 func CheckFiles(domain, chainPath, keyPath string) []Result {
-	return CheckFilesFor(domain, chainPath, keyPath, 0)
+	return CheckFilesFor(Device{}, domain, chainPath, keyPath)
 }
 
-// CheckFilesFor is CheckFiles for devices of one firmware major version
-// (0: any device).
-func CheckFilesFor(domain, chainPath, keyPath string, amtMajor int) []Result {
+// Device is what is known of the devices a chain is judged for.
+type Device struct {
+	AMTMajor int      // 0: any device
+	Trusted  []string // its root hash table; empty: unknown
+}
+
+// CheckFilesFor is CheckFiles for particular devices.
+func CheckFilesFor(dev Device, domain, chainPath, keyPath string) []Result {
 	chainPEM, err := os.ReadFile(chainPath)
 	if err != nil {
 		return []Result{{RuleParse, Fail, fmt.Sprintf("chain: %v", err)}}
@@ -127,20 +170,20 @@ func CheckFilesFor(domain, chainPath, keyPath string, amtMajor int) []Result {
 			return []Result{{RuleParse, Fail, fmt.Sprintf("key: %v", err)}}
 		}
 	}
-	return checkPEM(domain, chainPEM, keyPEM, time.Now(), amtMajor)
+	return checkPEM(domain, chainPEM, keyPEM, time.Now(), dev)
 }
 
 // CheckPEM is CheckFiles on bytes; keyPEM may be nil.
 func CheckPEM(domain string, chainPEM, keyPEM []byte, now time.Time) []Result {
-	return checkPEM(domain, chainPEM, keyPEM, now, 0)
+	return checkPEM(domain, chainPEM, keyPEM, now, Device{})
 }
 
-func checkPEM(domain string, chainPEM, keyPEM []byte, now time.Time, amtMajor int) []Result {
+func checkPEM(domain string, chainPEM, keyPEM []byte, now time.Time, dev Device) []Result {
 	chain, err := ParseChain(chainPEM)
 	if err != nil {
 		return []Result{{RuleParse, Fail, err.Error()}}
 	}
-	in := Input{Chain: chain, Domain: domain, Now: now, AMTMajor: amtMajor}
+	in := Input{Chain: chain, Domain: domain, Now: now, AMTMajor: dev.AMTMajor, Trusted: dev.Trusted}
 	parsed := Result{RuleParse, Pass, fmt.Sprintf("%d certificate(s)", len(chain))}
 	if keyPEM != nil {
 		key, err := ParseKey(keyPEM)
@@ -226,11 +269,11 @@ func Check(in Input) []Result {
 		checkOrder(in.Chain),
 		checkRoot(in.Chain),
 		checkLength(in.Chain),
-		checkKeySize(in.Chain, in.AMTMajor),
+		checkKeySize(in.Chain, leaf, in.AMTMajor),
 		checkSignatures(in.Chain, in.AMTMajor),
-		checkRootHash(in.Chain),
-		checkDomain(leaf, in.Domain),
-		checkExpiry(in.Chain, in.Now),
+		CheckRootHash(in.Chain, in.Trusted),
+		checkDomain(leaf, in.Domain, in.AMTMajor),
+		checkValidity(in.Chain, in.Now, in.AMTMajor),
 		checkKeyMatch(leaf, in.Key),
 	}
 }
@@ -281,14 +324,17 @@ func checkServerAuth(leaf *x509.Certificate) Result {
 	return Result{RuleServerAuth, Fail, "leaf EKU lacks serverAuth 1.3.6.1.5.5.7.3.1, which the firmware requires"}
 }
 
-// The leaf's key signs the TLS CertificateVerify, so a key-usage
-// extension without digitalSignature makes the handshake invalid.
+// The leaf's key signs the TLS CertificateVerify, which a key-usage
+// extension without digitalSignature forbids (RFC 5280 §4.2.1.3). Whether
+// the firmware enforces it is not documented [U] — it already ignores the
+// usual client-certificate purpose, as the leaf carries serverAuth — so
+// this warns rather than fails.
 func checkKeyUsage(leaf *x509.Certificate) Result {
 	if leaf.KeyUsage == 0 {
 		return Result{RuleKeyUsage, Pass, "no key-usage restriction"}
 	}
 	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return Result{RuleKeyUsage, Fail, "leaf key usage lacks digitalSignature, needed to sign the TLS handshake as a client"}
+		return Result{RuleKeyUsage, Warn, "leaf key usage lacks digitalSignature, which signing the TLS handshake needs by RFC 5280; whether firmware checks it is undocumented"}
 	}
 	return Result{RuleKeyUsage, Pass, "leaf key usage allows digitalSignature"}
 }
@@ -356,38 +402,49 @@ func checkLength(chain []*x509.Certificate) Result {
 	return Result{RuleChainLength, Pass, fmt.Sprintf("%d certificate(s)", n)}
 }
 
-// Firmware from ME 15/16 rejects RSA below 2048 bits; keys above 2048 were
-// refused by older firmware. Root keys are exempt from the upper bound:
-// the default hash table itself holds 4096-bit roots.
-func checkKeySize(chain []*x509.Certificate, major int) Result {
+// checkKeySize bounds every key in the chain, leaf, issuers and root: the
+// firmware supports RSA 2048 (1024 too before ME 15/16) and an RSA leaf.
+func checkKeySize(chain []*x509.Certificate, leaf *x509.Certificate, major int) Result {
+	if _, ok := leaf.PublicKey.(*rsa.PublicKey); !ok {
+		return Result{RuleKeySize, Fail, fmt.Sprintf("leaf %q has a %s key; AMT firmware supports RSA leaf keys only", name(leaf), keyType(leaf.PublicKey))}
+	}
 	var warns []string
-	for i, c := range chain {
-		isRoot := i == len(chain)-1 && selfSigned(c)
+	for _, c := range chain {
 		switch k := c.PublicKey.(type) {
 		case *rsa.PublicKey:
 			bits := k.N.BitLen()
-			if bits < 2048 && major > 0 && major < strictFrom {
+			switch {
+			case bits > maxRSABits:
+				return Result{RuleKeySize, Fail, fmt.Sprintf("%q has a %d-bit RSA key; AMT firmware verifies every certificate of the chain and supports RSA up to %d bits", name(c), bits, maxRSABits)}
+			case bits < minRSABitsLegacy:
+				return Result{RuleKeySize, Fail, fmt.Sprintf("%q has a %d-bit RSA key; no firmware accepts RSA below %d", name(c), bits, minRSABitsLegacy)}
+			case bits < minRSABitsStrict && judged(major) >= strictFrom:
+				return Result{RuleKeySize, Fail, fmt.Sprintf("%q has a %d-bit RSA key; ME 15/16+ firmware rejects RSA below %d", name(c), bits, minRSABitsStrict)}
+			case bits < minRSABitsStrict:
 				warns = append(warns, fmt.Sprintf("%q has a %d-bit RSA key: AMT %d accepts it, ME 15/16+ firmware does not", name(c), bits, major))
-				continue
-			}
-			if bits < 2048 {
-				return Result{RuleKeySize, Fail, fmt.Sprintf("%q has a %d-bit RSA key; ME 15/16+ firmware rejects RSA below 2048", name(c), bits)}
-			}
-			if bits > 2048 && !isRoot {
-				warns = append(warns, fmt.Sprintf("%q has a %d-bit RSA key (older firmware accepts only 2048)", name(c), bits))
 			}
 		case *ecdsa.PublicKey:
-			if !isRoot {
-				warns = append(warns, fmt.Sprintf("%q has an ECDSA %s key (provisioning chains are RSA 2048 in every documented deployment)", name(c), k.Curve.Params().Name))
-			}
-		case ed25519.PublicKey:
-			return Result{RuleKeySize, Fail, fmt.Sprintf("%q has an Ed25519 key, which AMT firmware does not support", name(c))}
+			warns = append(warns, fmt.Sprintf("%q has an ECDSA %s key (provisioning chains are RSA 2048 in every documented deployment)", name(c), k.Curve.Params().Name))
+		default:
+			return Result{RuleKeySize, Fail, fmt.Sprintf("%q has a %s key, which AMT firmware does not support", name(c), keyType(c.PublicKey))}
 		}
 	}
 	if len(warns) > 0 {
 		return Result{RuleKeySize, Warn, strings.Join(warns, "; ")}
 	}
-	return Result{RuleKeySize, Pass, "every key is RSA 2048 (roots may be larger)"}
+	return Result{RuleKeySize, Pass, "every key is RSA 2048"}
+}
+
+func keyType(k crypto.PublicKey) string {
+	switch k := k.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", k)
 }
 
 func checkSignatures(chain []*x509.Certificate, major int) Result {
@@ -396,7 +453,7 @@ func checkSignatures(chain []*x509.Certificate, major int) Result {
 		case x509.MD2WithRSA, x509.MD5WithRSA:
 			return Result{RuleSignature, Fail, fmt.Sprintf("%q is signed with %s, which no firmware accepts", name(c), c.SignatureAlgorithm)}
 		case x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1:
-			if major > 0 && major < strictFrom {
+			if judged(major) < strictFrom {
 				return Result{RuleSignature, Warn, fmt.Sprintf("%q is signed with %s: AMT %d accepts it, ME 16+ firmware rejects SHA-1 anywhere in the chain", name(c), c.SignatureAlgorithm, major)}
 			}
 			return Result{RuleSignature, Fail, fmt.Sprintf("%q is signed with %s; ME 16+ (and ME 15 H-series) firmware rejects SHA-1 anywhere in the chain", name(c), c.SignatureAlgorithm)}
@@ -405,32 +462,50 @@ func checkSignatures(chain []*x509.Certificate, major int) Result {
 	return Result{RuleSignature, Pass, "no SHA-1 or MD5 signature in the chain"}
 }
 
-func checkRootHash(chain []*x509.Certificate) Result {
+// CheckRootHash is the root-hash rule alone: at hello time the device's
+// table is known, so the provisioner judges the site's root against it
+// before it connects back.
+func CheckRootHash(chain []*x509.Certificate, trusted []string) Result {
 	root := chain[len(chain)-1]
 	h := RootHashes(root)
+	if len(trusted) > 0 {
+		if slices.ContainsFunc(trusted, h.Matches) {
+			return Result{RuleRootHash, Pass, fmt.Sprintf("root %q is in the device's hash table", name(root))}
+		}
+		return Result{RuleRootHash, Fail, fmt.Sprintf("root %q (sha256:%s) is not among the %d root hashes the device trusts; add it as a custom hash (MEBx or setup.bin) or use a certificate from one of: %s",
+			name(root), h.SHA256, len(trusted), strings.Join(trusted, ", "))}
+	}
 	if n, ok := defaultRoots[h.SHA256]; ok {
 		return Result{RuleRootHash, Pass, fmt.Sprintf("root %q is in the default AMT hash table (%s)", name(root), n)}
 	}
 	return Result{RuleRootHash, Warn, fmt.Sprintf("root %q is not a default AMT root: add custom hash sha256:%s to each device (MEBx or setup.bin)", name(root), h.SHA256)}
 }
 
-func checkExpiry(chain []*x509.Certificate, now time.Time) Result {
+// checkValidity compares every certificate's dates with now. Firmware from
+// AMT 6.0 has its clock set before remote configuration and checks them;
+// earlier firmware set its clock only during configuration, so it cannot,
+// and an out-of-date chain only warns there.
+func checkValidity(chain []*x509.Certificate, now time.Time, major int) Result {
+	verdict, why := Fail, ""
+	if judged(major) < clockFrom {
+		verdict, why = Warn, fmt.Sprintf(" (AMT %d sets its clock only during configuration and cannot check dates; AMT 6.0+ refuses it)", major)
+	}
 	var soon []string
 	for _, c := range chain {
 		if now.Before(c.NotBefore) {
-			return Result{RuleExpiry, Fail, fmt.Sprintf("%q is not valid before %s", name(c), c.NotBefore.UTC().Format(time.RFC3339))}
+			return Result{RuleValidity, verdict, fmt.Sprintf("%q is not valid before %s%s", name(c), c.NotBefore.UTC().Format(time.RFC3339), why)}
 		}
 		if now.After(c.NotAfter) {
-			return Result{RuleExpiry, Fail, fmt.Sprintf("%q expired %s", name(c), c.NotAfter.UTC().Format(time.RFC3339))}
+			return Result{RuleValidity, verdict, fmt.Sprintf("%q expired %s%s", name(c), c.NotAfter.UTC().Format(time.RFC3339), why)}
 		}
 		if c.NotAfter.Sub(now) < expirySoon {
 			soon = append(soon, fmt.Sprintf("%q expires %s", name(c), c.NotAfter.UTC().Format(time.RFC3339)))
 		}
 	}
 	if len(soon) > 0 {
-		return Result{RuleExpiry, Warn, strings.Join(soon, "; ")}
+		return Result{RuleValidity, Warn, strings.Join(soon, "; ")}
 	}
-	return Result{RuleExpiry, Pass, fmt.Sprintf("valid until %s", earliestExpiry(chain).UTC().Format(time.RFC3339))}
+	return Result{RuleValidity, Pass, fmt.Sprintf("valid until %s", earliestExpiry(chain).UTC().Format(time.RFC3339))}
 }
 
 func earliestExpiry(chain []*x509.Certificate) time.Time {

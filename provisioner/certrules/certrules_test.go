@@ -134,7 +134,7 @@ func TestRules(t *testing.T) {
 		{name: "good chain", want: map[string]Status{
 			RuleSetupOID: Pass, RuleServerAuth: Pass, RuleChainOrder: Pass, RuleChainRoot: Pass,
 			RuleChainLength: Pass, RuleKeySize: Pass, RuleSignature: Pass, RuleDomain: Pass,
-			RuleExpiry: Pass, RuleKeyMatch: Pass, RuleKeyUsage: Pass, RuleRootHash: Warn,
+			RuleValidity: Pass, RuleKeyMatch: Pass, RuleKeyUsage: Pass, RuleRootHash: Warn,
 		}},
 		{name: "plain TLS cert: no Intel OID, no OU", spec: chainSpec{leafTmpl: func(c *x509.Certificate) {
 			c.UnknownExtKeyUsage = nil
@@ -153,7 +153,7 @@ func TestRules(t *testing.T) {
 		}}, want: map[string]Status{RuleServerAuth: Fail}},
 		{name: "key usage without digitalSignature", spec: chainSpec{leafTmpl: func(c *x509.Certificate) {
 			c.KeyUsage = x509.KeyUsageKeyEncipherment
-		}}, want: map[string]Status{RuleKeyUsage: Fail}},
+		}}, want: map[string]Status{RuleKeyUsage: Warn}},
 		{name: "root first (reversed chain)", alter: func(b *built) {
 			for i, j := 0, len(b.chain)-1; i < j; i, j = i+1, j-1 {
 				b.chain[i], b.chain[j] = b.chain[j], b.chain[i]
@@ -166,19 +166,23 @@ func TestRules(t *testing.T) {
 		{name: "four certificates", spec: chainSpec{extraCAs: 1}, want: map[string]Status{RuleChainLength: Warn}},
 		{name: "five certificates", spec: chainSpec{extraCAs: 2}, want: map[string]Status{RuleChainLength: Fail}},
 		{name: "1024-bit leaf", spec: chainSpec{leafBits: 1024}, want: map[string]Status{RuleKeySize: Fail}},
-		{name: "4096-bit intermediate", spec: chainSpec{midBits: 4096}, want: map[string]Status{RuleKeySize: Warn}},
+		{name: "4096-bit intermediate", spec: chainSpec{midBits: 4096}, want: map[string]Status{RuleKeySize: Fail}},
+		{name: "4096-bit leaf", spec: chainSpec{leafBits: 4096}, want: map[string]Status{RuleKeySize: Fail}},
+		{name: "4096-bit leaf for AMT 11", spec: chainSpec{leafBits: 4096}, major: 11, want: map[string]Status{RuleKeySize: Fail}},
 		{name: "SHA-1 signed leaf", spec: chainSpec{leafSig: x509.SHA1WithRSA}, want: map[string]Status{RuleSignature: Fail, RuleChainOrder: Pass}},
 		{name: "SHA-1 signed leaf for AMT 11", spec: chainSpec{leafSig: x509.SHA1WithRSA}, major: 11, want: map[string]Status{RuleSignature: Warn}},
 		{name: "SHA-1 signed leaf for AMT 16", spec: chainSpec{leafSig: x509.SHA1WithRSA}, major: 16, want: map[string]Status{RuleSignature: Fail}},
 		{name: "1024-bit leaf for AMT 11", spec: chainSpec{leafBits: 1024}, major: 11, want: map[string]Status{RuleKeySize: Warn}},
 		{name: "cert for another domain", spec: chainSpec{cn: "setup.other.org"}, want: map[string]Status{RuleDomain: Fail}},
-		{name: "cert for the parent domain", spec: chainSpec{cn: "setup.example.com"}, want: map[string]Status{RuleDomain: Pass}},
+		{name: "cert for the parent domain", spec: chainSpec{cn: "setup.example.com"}, want: map[string]Status{RuleDomain: Warn}},
+		{name: "cert within the site domain", spec: chainSpec{cn: "prov.branch1.example.com"}, want: map[string]Status{RuleDomain: Pass}},
 		{name: "cert for a sibling sub-domain", spec: chainSpec{cn: "setup.corp.example.com"}, want: map[string]Status{RuleDomain: Warn}},
-		{name: "wildcard CN", spec: chainSpec{cn: "*.branch1.example.com"}, want: map[string]Status{RuleDomain: Warn}},
+		{name: "wildcard CN", spec: chainSpec{cn: "*.branch1.example.com"}, want: map[string]Status{RuleDomain: Fail}},
 		{name: "no CN", spec: chainSpec{cn: " ", leafTmpl: func(c *x509.Certificate) { c.Subject.CommonName = "" }}, want: map[string]Status{RuleDomain: Fail}},
-		{name: "expired", spec: chainSpec{validity: [2]time.Time{now.AddDate(-2, 0, 0), now.AddDate(0, 0, -1)}}, want: map[string]Status{RuleExpiry: Fail}},
-		{name: "not yet valid", spec: chainSpec{validity: [2]time.Time{now.AddDate(0, 0, 1), now.AddDate(1, 0, 0)}}, want: map[string]Status{RuleExpiry: Fail}},
-		{name: "expires in a week", spec: chainSpec{validity: [2]time.Time{now.AddDate(0, -1, 0), now.AddDate(0, 0, 7)}}, want: map[string]Status{RuleExpiry: Warn}},
+		{name: "expired", spec: chainSpec{validity: [2]time.Time{now.AddDate(-2, 0, 0), now.AddDate(0, 0, -1)}}, want: map[string]Status{RuleValidity: Fail}},
+		{name: "expired for AMT 3", spec: chainSpec{validity: [2]time.Time{now.AddDate(-2, 0, 0), now.AddDate(0, 0, -1)}}, major: 3, want: map[string]Status{RuleValidity: Warn}},
+		{name: "not yet valid", spec: chainSpec{validity: [2]time.Time{now.AddDate(0, 0, 1), now.AddDate(1, 0, 0)}}, want: map[string]Status{RuleValidity: Fail}},
+		{name: "expires in a week", spec: chainSpec{validity: [2]time.Time{now.AddDate(0, -1, 0), now.AddDate(0, 0, 7)}}, want: map[string]Status{RuleValidity: Warn}},
 		{name: "key of another certificate", alter: func(b *built) { b.leafKey = key(t, 2048, "other") }, want: map[string]Status{RuleKeyMatch: Fail}},
 		{name: "no domain given", domain: "-", want: map[string]Status{RuleDomain: Warn}},
 	}
@@ -248,27 +252,30 @@ func TestCheckPEM(t *testing.T) {
 func TestDomainMatch(t *testing.T) {
 	cases := []struct {
 		cn, suffix string
+		major      int
 		want       Match
 	}{
-		{"setup.example.com", "example.com", Exact},
-		{"setup.example.com", "branch1.example.com", Exact},
-		{"Setup.Example.COM", "branch1.example.com.", Exact},
-		{"example.com", "example.com", Exact},
-		{"example.com", "a.example.com", Exact},
-		{"*.example.com", "branch1.example.com", Exact},
-		{"setup.corp.example.com", "branch1.example.com", Registrable},
-		{"setup.example.co.uk", "shop.example.co.uk", Exact},
-		{"setup.a.example.co.uk", "b.example.co.uk", Registrable},
-		{"setup.example.com", "example.net", NoMatch},
-		{"setup.other.co.uk", "example.co.uk", NoMatch},
-		{"setup.example.com", "notexample.com", NoMatch},
-		{"", "example.com", NoMatch},
-		{"setup.example.com", "", NoMatch},
-		{"setup.com", "other.com", NoMatch},
+		{"setup.example.com", "example.com", 0, Exact},
+		{"Setup.Branch1.Example.COM", "branch1.example.com.", 0, Exact},
+		{"example.com", "example.com", 0, Exact},
+		{"setup.example.com", "branch1.example.com", 0, Registrable},
+		{"example.com", "a.example.com", 0, Registrable},
+		{"setup.corp.example.com", "branch1.example.com", 2, Registrable},
+		{"setup.corp.example.org", "branch1.example.org", 0, Registrable},
+		{"setup.corp.example.org", "branch1.example.org", 3, NoMatch},
+		{"setup.example.co.uk", "shop.example.co.uk", 0, Registrable},
+		{"setup.example.co.uk", "shop.example.co.uk", 2, NoMatch},
+		{"setup.other.co.uk", "example.co.uk", 0, NoMatch},
+		{"setup.example.xyz", "branch1.example.xyz", 0, NoMatch},
+		{"setup.example.com", "example.net", 0, NoMatch},
+		{"setup.example.com", "notexample.com", 0, NoMatch},
+		{"", "example.com", 0, NoMatch},
+		{"setup.example.com", "", 0, NoMatch},
+		{"setup.com", "other.com", 0, NoMatch},
 	}
 	for _, c := range cases {
-		if got := DomainMatch(c.cn, c.suffix); got != c.want {
-			t.Errorf("DomainMatch(%q, %q) = %d, want %d", c.cn, c.suffix, got, c.want)
+		if got := DomainMatch(c.cn, c.suffix, c.major); got != c.want {
+			t.Errorf("DomainMatch(%q, %q, %d) = %d, want %d", c.cn, c.suffix, c.major, got, c.want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package certrules
 import (
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -13,29 +14,37 @@ type Match int
 const (
 	// NoMatch: a device with this suffix refuses the certificate.
 	NoMatch Match = iota
-	// Registrable: only the registrable domains agree (prov.corp.example.com
-	// vs branch1.example.com). AMT 2.6+ compares the last labels and
-	// accepts it; tools that match exactly (RPS) do not.
+	// Registrable: the CN is outside the suffix, but the suffix lies within
+	// the CN reduced to its registrable domain (last two labels, three for
+	// co.uk-style TLDs). AMT accepts it; tools that match exactly (RPS)
+	// do not.
 	Registrable
-	// Exact: the suffix is the CN, its parent domain, or a sub-domain of either.
+	// Exact: the CN is the suffix or a name within it.
 	Exact
 )
 
+// Top-level domains under which the firmware reduces a CN to its last two
+// (or three) labels before comparing (§4.1: AMT 2.6 for .com/.net, AMT
+// 4.1/5.1 for more and for third-level registrations; the lists follow
+// MeshCentral's emulation, MC-CERTOPS).
+var (
+	legacyTwoLabel = []string{"com", "net"}
+	twoLabel       = []string{"com", "net", "org", "gov", "edu", "de", "ch", "dk", "cz", "ua", "cl", "io", "info", "biz", "us"}
+	threeLabel     = []string{"uk", "fr", "ca", "nl", "br", "au", "jp", "nz", "za", "in", "il", "kr", "mx", "ar", "tr", "pl", "it", "es", "be", "at", "se", "no", "fi", "ie", "pt", "ru", "cn", "tw", "hk", "sg"}
+)
+
 // DomainMatch compares a certificate CN with a device DNS suffix the way
-// the firmware does: case-insensitively, ignoring a trailing dot and a
-// leading "*." on the CN.
-func DomainMatch(cn, suffix string) Match {
-	cn = cleanDomain(strings.TrimPrefix(cleanDomain(cn), "*."))
-	suffix = cleanDomain(suffix)
+// firmware of the given major (0: current firmware) does: case-insensitively,
+// ignoring a trailing dot.
+func DomainMatch(cn, suffix string, major int) Match {
+	cn, suffix = cleanDomain(cn), cleanDomain(suffix)
 	if cn == "" || suffix == "" {
 		return NoMatch
 	}
-	for _, d := range []string{cn, parentDomain(cn)} {
-		if d != "" && (suffix == d || strings.HasSuffix(suffix, "."+d)) {
-			return Exact
-		}
+	if cn == suffix || strings.HasSuffix(cn, "."+suffix) {
+		return Exact
 	}
-	if r := registrable(cn); r != "" && r == registrable(suffix) {
+	if r := registrable(cn, major); r != "" && (suffix == r || strings.HasSuffix(suffix, "."+r)) {
 		return Registrable
 	}
 	return NoMatch
@@ -45,46 +54,29 @@ func cleanDomain(s string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
 }
 
-// parentDomain drops the host label, but never below the registrable
-// domain: the parent of "example.com" is not "com".
-func parentDomain(cn string) string {
-	i := strings.IndexByte(cn, '.')
-	if i < 0 {
-		return ""
-	}
-	p := cn[i+1:]
-	if strings.Count(p, ".")+1 < registrableLabels(cn) {
-		return ""
-	}
-	return p
-}
-
-// Second-level labels under which country-code TLDs register names
-// (example.co.uk), so the registrable domain has three labels.
-var ccSecondLevel = map[string]bool{
-	"co": true, "com": true, "net": true, "org": true, "gov": true, "edu": true,
-	"ac": true, "or": true, "ne": true, "go": true, "gob": true, "mil": true,
-}
-
-func registrableLabels(d string) int {
+// registrable reduces d to the labels the firmware compares, "" when its
+// TLD is not one the firmware reduces.
+func registrable(d string, major int) string {
 	labels := strings.Split(d, ".")
-	n := len(labels)
-	if n >= 3 && len(labels[n-1]) == 2 && ccSecondLevel[labels[n-2]] {
-		return 3
+	tld := labels[len(labels)-1]
+	keep := 0
+	switch {
+	case judged(major) < extendedTLDsFrom:
+		if slices.Contains(legacyTwoLabel, tld) {
+			keep = 2
+		}
+	case slices.Contains(twoLabel, tld):
+		keep = 2
+	case slices.Contains(threeLabel, tld):
+		keep = 3
 	}
-	return 2
-}
-
-func registrable(d string) string {
-	labels := strings.Split(d, ".")
-	k := registrableLabels(d)
-	if len(labels) < k {
+	if keep == 0 || len(labels) < keep {
 		return ""
 	}
-	return strings.Join(labels[len(labels)-k:], ".")
+	return strings.Join(labels[len(labels)-keep:], ".")
 }
 
-func checkDomain(leaf *x509.Certificate, domain string) Result {
+func checkDomain(leaf *x509.Certificate, domain string, major int) Result {
 	cn := leaf.Subject.CommonName
 	if strings.TrimSpace(domain) == "" {
 		return Result{RuleDomain, Warn, fmt.Sprintf("no site domain given; leaf CN is %q", cn)}
@@ -92,20 +84,20 @@ func checkDomain(leaf *x509.Certificate, domain string) Result {
 	if cn == "" {
 		return Result{RuleDomain, Fail, "leaf has no CN; the firmware matches the CN's domain against its DNS suffix"}
 	}
+	// Whether firmware accepts a wildcard CN is unknown [U] (§4.1); Intel's
+	// answers favour a plain FQDN, and amtsim refuses it, so the check does.
 	if strings.HasPrefix(cn, "*.") {
-		if DomainMatch(cn, domain) == NoMatch {
-			return Result{RuleDomain, Fail, fmt.Sprintf("wildcard CN %q does not cover site domain %q", cn, domain)}
-		}
-		return Result{RuleDomain, Warn, fmt.Sprintf("wildcard CN %q: whether firmware accepts wildcards is unverified; a plain FQDN CN is safer", cn)}
+		return Result{RuleDomain, Fail, fmt.Sprintf("leaf CN %q is a wildcard; provisioning certificates need a plain FQDN CN within %q", cn, domain)}
 	}
-	if strings.HasSuffix(cleanDomain(domain), ".local") {
+	m := DomainMatch(cn, domain, major)
+	if m != NoMatch && strings.HasSuffix(cleanDomain(domain), ".local") {
 		return Result{RuleDomain, Warn, fmt.Sprintf("site domain %q ends in .local, which public CAs never certify", domain)}
 	}
-	switch DomainMatch(cn, domain) {
+	switch m {
 	case Exact:
 		return Result{RuleDomain, Pass, fmt.Sprintf("leaf CN %q matches site domain (DHCP option 15) %q", cn, domain)}
 	case Registrable:
-		return Result{RuleDomain, Warn, fmt.Sprintf("leaf CN %q shares only the registrable domain %q with site domain %q: AMT 2.6+ accepts it, exact-suffix tools do not", cn, registrable(cleanDomain(cn)), domain)}
+		return Result{RuleDomain, Warn, fmt.Sprintf("leaf CN %q is outside site domain %q but shares its registrable domain %q: AMT accepts it, exact-suffix tools do not", cn, domain, registrable(cleanDomain(cn), major))}
 	}
 	return Result{RuleDomain, Fail, fmt.Sprintf("leaf CN %q is not in site domain %q: a device whose DHCP option 15 is %q refuses it", cn, domain, domain)}
 }

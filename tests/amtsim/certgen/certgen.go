@@ -6,6 +6,7 @@ package certgen
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -31,11 +32,16 @@ type Spec struct {
 	UnknownEKU []asn1.ObjectIdentifier
 	Bits       int                     // RSA size; 0 means 2048
 	ECDSA      bool                    // P-256 key instead of RSA
+	Ed25519    bool                    // Ed25519 key instead of RSA
 	SigAlg     x509.SignatureAlgorithm // 0: Go's default for the issuer key
 	CA         bool
-	Issuer     int // index in the chain of the issuer; -1 (or last cert) means self-signed
-	Key        int // pick a different pooled key with the same size (0 = by position)
-	NotAfter   time.Time
+	Issuer     int       // index in the chain of the issuer; -1 (or last cert) means self-signed
+	Key        int       // pick a different pooled key with the same size (0 = by position)
+	NotBefore  time.Time // zero: an hour ago
+	NotAfter   time.Time // zero: a year from now
+	// KeyUsage replaces the default (digitalSignature|keyEncipherment for a
+	// leaf, certSign|CRLSign|digitalSignature for a CA) when not zero.
+	KeyUsage x509.KeyUsage
 }
 
 // Leaf is a valid provisioning leaf for cn.
@@ -57,17 +63,27 @@ var (
 	pool   = map[int][]crypto.Signer{}
 )
 
-// PooledKey returns the i-th cached key of the given RSA size (bits 0 = P-256).
-// Key generation dominates test time; reusing keys across chains is harmless.
+// Pool keys for the non-RSA types.
+const (
+	P256       = 0
+	Ed25519Key = -1
+)
+
+// PooledKey returns the i-th cached key of the given RSA size (or P256,
+// Ed25519Key). Key generation dominates test time; reusing keys across
+// chains is harmless.
 func PooledKey(bits, i int) (crypto.Signer, error) {
 	poolMu.Lock()
 	defer poolMu.Unlock()
 	for len(pool[bits]) <= i {
 		var k crypto.Signer
 		var err error
-		if bits == 0 {
+		switch bits {
+		case P256:
 			k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		} else {
+		case Ed25519Key:
+			_, k, err = ed25519.GenerateKey(rand.Reader)
+		default:
 			k, err = rsa.GenerateKey(rand.Reader, bits)
 		}
 		if err != nil {
@@ -91,7 +107,10 @@ func build(base *Chain, specs []Spec) (*Chain, error) {
 	c := &Chain{Certs: make([]*x509.Certificate, n), Keys: make([]crypto.Signer, n)}
 	for i := range specs {
 		bits := specs[i].Bits
-		if bits == 0 && !specs[i].ECDSA {
+		switch {
+		case specs[i].Ed25519:
+			bits = Ed25519Key
+		case bits == 0 && !specs[i].ECDSA:
 			bits = 2048
 		}
 		// Keys never repeat within a chain, base certificates included.
@@ -117,7 +136,10 @@ func build(base *Chain, specs []Spec) (*Chain, error) {
 	// Issue from the root down so that every issuer exists first.
 	for i := n - 1; i >= 0; i-- {
 		s := specs[i]
-		notAfter := s.NotAfter
+		notBefore, notAfter := s.NotBefore, s.NotAfter
+		if notBefore.IsZero() {
+			notBefore = time.Now().Add(-time.Hour)
+		}
 		if notAfter.IsZero() {
 			notAfter = time.Now().Add(365 * 24 * time.Hour)
 		}
@@ -125,7 +147,7 @@ func build(base *Chain, specs []Spec) (*Chain, error) {
 		tpl := &x509.Certificate{
 			SerialNumber:          serial,
 			Subject:               pkix.Name{CommonName: s.CN, OrganizationalUnit: s.OU, Organization: []string{"amtsim test"}},
-			NotBefore:             time.Now().Add(-time.Hour),
+			NotBefore:             notBefore,
 			NotAfter:              notAfter,
 			ExtKeyUsage:           s.EKU,
 			UnknownExtKeyUsage:    s.UnknownEKU,
@@ -136,6 +158,9 @@ func build(base *Chain, specs []Spec) (*Chain, error) {
 		}
 		if s.CA {
 			tpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+		}
+		if s.KeyUsage != 0 {
+			tpl.KeyUsage = s.KeyUsage
 		}
 		parent, signer := tpl, c.Keys[i]
 		if i == n-1 && base != nil && s.Issuer == 0 {

@@ -8,6 +8,7 @@ import (
 	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -88,7 +89,23 @@ type Status struct {
 	Rebooting   bool      `json:"rebooting,omitempty"`
 	// Features is what a provisioner configured after activation.
 	Features FeatureStatus `json:"features"`
+	// Audit is the device's security audit log, newest last; only the
+	// status endpoint carries it, not every state-change line.
+	Audit []AuditRecord `json:"audit,omitempty"`
 }
+
+// AuditRecord is one entry of the device's audit log: AMT records security
+// events (provisioning, refused TLS sessions) in firmware, and a refused
+// provisioning chain is recorded with the certificate rule it broke.
+type AuditRecord struct {
+	Time   time.Time `json:"time"`
+	Event  string    `json:"event"`
+	Rule   string    `json:"rule,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// auditCapacity bounds the log the way firmware storage does: oldest out.
+const auditCapacity = 64
 
 // FeatureStatus is the redirection, consent and TLS configuration in force.
 type FeatureStatus struct {
@@ -125,6 +142,7 @@ type Device struct {
 	clockOffset   time.Duration
 	lastTa0       int64
 	lastError     string
+	audit         []AuditRecord
 	rebootUntil   time.Time
 	tlsCert       tls.Certificate
 	localPassword string
@@ -254,8 +272,28 @@ func (d *Device) LocalPassword() string { return d.localPassword }
 func (d *Device) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.statusLocked("")
+	s := d.statusLocked("")
+	s.Audit = append([]AuditRecord(nil), d.audit...)
+	return s
 }
+
+// Audit returns a copy of the audit log.
+func (d *Device) Audit() []AuditRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]AuditRecord(nil), d.audit...)
+}
+
+func (d *Device) auditLocked(event string, rule firmware.Rule, detail string) {
+	if len(d.audit) == auditCapacity {
+		d.audit = append(d.audit[:0], d.audit[1:]...)
+	}
+	d.audit = append(d.audit, AuditRecord{Time: d.clock(), Event: event, Rule: string(rule), Detail: detail})
+}
+
+// clock is the device's own real-time clock, as a provisioning server's
+// time synchronisation set it.
+func (d *Device) clock() time.Time { return d.now().Add(d.clockOffset) }
 
 func (d *Device) statusLocked(event string) Status {
 	s := Status{
@@ -388,16 +426,37 @@ func (d *Device) CheckClientChain(raw [][]byte) error {
 	defer d.mu.Unlock()
 	chain, err := firmware.ParseChain(raw)
 	if err == nil {
-		err = firmware.CheckChain(d.cfg.Profile, d.table, d.trustedSuffixLocked(), chain)
+		err = firmware.CheckChain(d.cfg.Profile, d.table, d.trustedSuffixLocked(), d.clock(), chain)
 	}
 	if err != nil {
-		rule, _ := firmware.FailedRule(err)
-		d.lastError = "TLS client chain refused: " + err.Error()
-		d.log.Warn("TLS client chain refused", "rule", string(rule), "reason", err.Error())
+		d.refuseLocked(err)
 		return err
 	}
-	d.log.Info("TLS client chain accepted", "leaf", chain[0].Subject.CommonName, "certs", len(chain))
+	d.log.Debug("TLS client chain passes the certificate rules", "leaf", chain[0].Subject.CommonName, "certs", len(chain))
 	return nil
+}
+
+// RefuseClient records a remote-configuration TLS session the transport
+// refused for a certificate rule it enforces itself.
+func (d *Device) RefuseClient(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.refuseLocked(err)
+}
+
+func (d *Device) refuseLocked(err error) {
+	rule, _ := firmware.FailedRule(err)
+	d.lastError = "TLS client chain refused: " + err.Error()
+	d.auditLocked("tls-client-refused", rule, err.Error())
+	d.log.Warn("TLS client chain refused", "rule", string(rule), "reason", err.Error())
+}
+
+// AcceptClient records a completed remote-configuration TLS handshake.
+func (d *Device) AcceptClient(leaf *x509.Certificate, certs int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.auditLocked("tls-client-accepted", "", fmt.Sprintf("leaf %q, %d certificate(s)", leaf.Subject.CommonName, certs))
+	d.log.Info("TLS client chain accepted", "leaf", leaf.Subject.CommonName, "certs", certs)
 }
 
 // Reboot simulates a firmware reset: uncommitted configuration and the

@@ -170,7 +170,7 @@ func (d *Device) SetAdminAclEntryEx(user, digestPassword string) int {
 func (d *Device) GetLowAccuracyTimeSynch() (int64, int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.lastTa0 = d.now().Add(d.clockOffset).Unix()
+	d.lastTa0 = d.clock().Unix()
 	return d.lastTa0, PTSuccess
 }
 
@@ -329,10 +329,11 @@ func (d *Device) AddNextCertInChain(certB64 string, isLeaf, isRoot bool) int {
 	for i, e := range d.chain {
 		certs[i] = e.cert
 	}
-	if err := firmware.CheckChainStructure(d.cfg.Profile, d.table, certs); err != nil {
+	if err := firmware.CheckChainStructure(d.cfg.Profile, d.table, d.clock(), certs); err != nil {
 		d.chain, d.chainStatus = nil, ChainNotStarted
 		rule, _ := firmware.FailedRule(err)
 		d.log.Warn("injected chain refused", "rule", string(rule))
+		d.auditLocked("cert-chain-refused", rule, err.Error())
 		return d.failure(op, CertVerifyFailed, err.Error())
 	}
 	d.chainStatus = ChainComplete

@@ -154,7 +154,7 @@ func (d *Device) AddCertificate(blob string) (handle string, rv int, err error) 
 	if cerr != nil {
 		return "", d.failure(op, PTInvalidCert, "CertificateBlob does not parse: "+cerr.Error()), nil
 	}
-	now := d.now().Add(d.clockOffset)
+	now := d.clock()
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
 		return "", d.failure(op, PTInvalidCert, fmt.Sprintf("not valid at the device time %s", now.UTC().Format("2006-01-02T15:04:05Z"))), nil
 	}

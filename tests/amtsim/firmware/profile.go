@@ -29,7 +29,8 @@ type Profile struct {
 	MaxChainLength      int
 	AllowSHA1Signatures bool
 	MinRSABits          int
-	MaxLeafRSABits      int // 0: no upper bound
+	MaxRSABits          int  // every certificate in the chain
+	ChecksValidity      bool // certificate dates against the device clock (rules.go, checkValidity)
 	TwoLabelTLDs        []string
 	ThreeLabelTLDs      []string
 
@@ -73,7 +74,7 @@ func legacy(name, version string) Profile {
 		Name: name, Version: version, Build: "1000", SKU: "8",
 		HashSet: "legacy", HashAlgs: []hello.HashAlg{hello.SHA1},
 		HashCapacity: 23, CustomCapacity: 3,
-		MaxChainLength: 4, AllowSHA1Signatures: true, MinRSABits: 1024, MaxLeafRSABits: 2048,
+		MaxChainLength: 4, AllowSHA1Signatures: true, MinRSABits: 1024, MaxRSABits: 2048,
 		TwoLabelTLDs:  comNet,
 		PSKHello:      true,
 		TLSMinVersion: tls.VersionTLS10, TLSMaxVersion: tls.VersionTLS10, CipherSuites: rsaKexAES,
@@ -88,7 +89,7 @@ var Profiles = map[int]Profile{
 		Name: "11.x", Version: "11.8.55", Build: "3510", SKU: "16392",
 		HashSet: "modern", HashAlgs: []hello.HashAlg{hello.SHA1, hello.SHA256, hello.SHA384},
 		HashCapacity: 33, CustomCapacity: 3,
-		MaxChainLength: 4, AllowSHA1Signatures: true, MinRSABits: 1024, MaxLeafRSABits: 2048,
+		MaxChainLength: 4, AllowSHA1Signatures: true, MinRSABits: 1024, MaxRSABits: 2048, ChecksValidity: true,
 		TwoLabelTLDs: extendedTwo, ThreeLabelTLDs: extendedThree,
 		HostBasedSetup: true,
 		TLSMinVersion:  tls.VersionTLS10, TLSMaxVersion: tls.VersionTLS12, CipherSuites: modernSuites,
@@ -98,7 +99,7 @@ var Profiles = map[int]Profile{
 		Name: "16.x", Version: "16.1.27", Build: "2176", SKU: "16392",
 		HashSet: "modern", HashAlgs: []hello.HashAlg{hello.SHA256, hello.SHA384},
 		HashCapacity: 33, CustomCapacity: 3,
-		MaxChainLength: 4, AllowSHA1Signatures: false, MinRSABits: 2048,
+		MaxChainLength: 4, AllowSHA1Signatures: false, MinRSABits: 2048, MaxRSABits: 2048, ChecksValidity: true,
 		TwoLabelTLDs: extendedTwo, ThreeLabelTLDs: extendedThree,
 		HostBasedSetup: true,
 		TLSMinVersion:  tls.VersionTLS12, TLSMaxVersion: tls.VersionTLS12, CipherSuites: modernSuites,

@@ -3,6 +3,7 @@ package firmware
 import (
 	"crypto/x509"
 	"testing"
+	"time"
 
 	"github.com/branchbox/branchbox/tests/amtsim/certgen"
 	"github.com/branchbox/branchbox/tests/amtsim/hello"
@@ -98,13 +99,13 @@ func TestCheckChain(t *testing.T) {
 		// key-size
 		{"1024-bit intermediate on 11", "11", "example.com", []certgen.Spec{leaf("h.example.com"), weakInt, certgen.CA("R")}, trustSHA256, ""},
 		{"1024-bit intermediate on 16", "16", "example.com", []certgen.Spec{leaf("h.example.com"), weakInt, certgen.CA("R")}, trustSHA256, RuleKeySize},
-		{"3072-bit leaf on 16", "16", "example.com", std(leafWith("h.example.com", bits(3072))), trustSHA256, ""},
+		{"3072-bit leaf on 16", "16", "example.com", std(leafWith("h.example.com", bits(3072))), trustSHA256, RuleKeySize},
 		{"3072-bit leaf on 11", "11", "example.com", std(leafWith("h.example.com", bits(3072))), trustSHA256, RuleKeySize},
 		{"ECDSA leaf", "16", "example.com", std(leafWith("h.example.com", ecdsaLeaf)), trustSHA256, RuleKeySize},
 
 		// no-sha1-signatures
 		{"SHA-1 intermediate on 11", "11", "example.com", []certgen.Spec{leaf("h.example.com"), sha1Int, certgen.CA("R")}, trustSHA256, ""},
-		{"SHA-1 intermediate on 16", "16", "example.com", []certgen.Spec{leaf("h.example.com"), sha1Int, certgen.CA("R")}, trustSHA256, RuleSHA1},
+		{"SHA-1 intermediate on 16", "16", "example.com", []certgen.Spec{leaf("h.example.com"), sha1Int, certgen.CA("R")}, trustSHA256, RuleSignatureHash},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +118,7 @@ func TestCheckChain(t *testing.T) {
 				t.Fatal(err)
 			}
 			table := trustedTable(t, p, chain.Root().Raw, tc.trust)
-			err = CheckChain(p, table, tc.suffix, chain.Certs)
+			err = CheckChain(p, table, tc.suffix, time.Now(), chain.Certs)
 			got, _ := FailedRule(err)
 			if err != nil && got == "" {
 				t.Fatalf("error without a rule: %v", err)
@@ -140,14 +141,14 @@ func TestReversedChainFailsOrder(t *testing.T) {
 	}
 	table := trustedTable(t, p, chain.Root().Raw, trustSHA256)
 	reversed := []*x509.Certificate{chain.Certs[2], chain.Certs[1], chain.Certs[0]}
-	if r, _ := FailedRule(CheckChain(p, table, "example.com", reversed)); r != RuleChainOrder {
+	if r, _ := FailedRule(CheckChain(p, table, "example.com", time.Now(), reversed)); r != RuleChainOrder {
 		t.Fatalf("reversed chain: rule %q", r)
 	}
 	noRoot := chain.Certs[:2]
-	if r, _ := FailedRule(CheckChain(p, table, "example.com", noRoot)); r != RuleChainOrder {
+	if r, _ := FailedRule(CheckChain(p, table, "example.com", time.Now(), noRoot)); r != RuleChainComplete {
 		t.Fatalf("chain without root: rule %q", r)
 	}
-	if r, _ := FailedRule(CheckChain(p, table, "example.com", nil)); r != RuleChainPresent {
+	if r, _ := FailedRule(CheckChain(p, table, "example.com", time.Now(), nil)); r != RuleChainPresent {
 		t.Fatalf("empty chain: rule %q", r)
 	}
 	if _, err := ParseChain([][]byte{{1, 2, 3}}); err == nil {

@@ -66,7 +66,7 @@ func (l gatedListener) Accept() (net.Conn, error) {
 // ServeRemote runs the TLS WS-Man endpoint (port 16993) on ln until ctx ends.
 func ServeRemote(ctx context.Context, dev *device.Device, ln net.Listener) error {
 	gated := gatedListener{Listener: ln, dev: dev, up: dev.RemoteReachable}
-	return serve(ctx, dev, tls.NewListener(gated, TLSConfig(dev)), device.Remote)
+	return serve(ctx, dev, newHandshakeListener(gated, dev, TLSConfig(dev)), device.Remote)
 }
 
 // ServeRemoteHTTP runs the plain-HTTP remote endpoint (port 16992): it is up

@@ -186,7 +186,7 @@ func TestServeWithOpenSSL(t *testing.T) {
 		{"no serverAuth EKU", extend(noServerAuth, issuing), nil, firmware.RuleServerAuthEKU},
 		{"other domain", extend(certgen.Leaf("prov.other.com"), issuing), nil, firmware.RuleDomainSuffix},
 		{"untrusted root", foreign, nil, firmware.RuleRootHash},
-		{"SHA-1 intermediate", extend(leaf, sha1Int), nil, firmware.RuleSHA1},
+		{"SHA-1 intermediate", extend(leaf, sha1Int), nil, firmware.RuleSignatureHash},
 		{"1024-bit intermediate", extend(leaf, weakInt), nil, firmware.RuleKeySize},
 		{"five certificates", extend(leaf, certgen.CA("I1"), certgen.CA("I2"), certgen.CA("I3")), nil, firmware.RuleChainLength},
 		{"root before intermediate", good, []*x509.Certificate{good.Certs[2], good.Certs[1]}, firmware.RuleChainOrder},
