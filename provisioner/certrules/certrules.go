@@ -406,7 +406,7 @@ func checkLength(chain []*x509.Certificate) Result {
 // firmware supports RSA 2048 (1024 too before ME 15/16) and an RSA leaf.
 func checkKeySize(chain []*x509.Certificate, leaf *x509.Certificate, major int) Result {
 	if _, ok := leaf.PublicKey.(*rsa.PublicKey); !ok {
-		return Result{RuleKeySize, Fail, fmt.Sprintf("leaf %q has a %s key; AMT firmware supports RSA leaf keys only", name(leaf), keyType(leaf.PublicKey))}
+		return Result{RuleKeySize, Fail, fmt.Sprintf("leaf %q key is %s; AMT firmware supports RSA leaf keys only", name(leaf), keyType(leaf.PublicKey))}
 	}
 	var warns []string
 	for _, c := range chain {
@@ -426,7 +426,7 @@ func checkKeySize(chain []*x509.Certificate, leaf *x509.Certificate, major int) 
 		case *ecdsa.PublicKey:
 			warns = append(warns, fmt.Sprintf("%q has an ECDSA %s key (provisioning chains are RSA 2048 in every documented deployment)", name(c), k.Curve.Params().Name))
 		default:
-			return Result{RuleKeySize, Fail, fmt.Sprintf("%q has a %s key, which AMT firmware does not support", name(c), keyType(c.PublicKey))}
+			return Result{RuleKeySize, Fail, fmt.Sprintf("%q key is %s, which AMT firmware does not support", name(c), keyType(c.PublicKey))}
 		}
 	}
 	if len(warns) > 0 {

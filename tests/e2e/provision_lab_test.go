@@ -67,8 +67,6 @@ type labSite struct {
 	Name   string
 	Octet  int // the site is 10.<Octet>.0.0/16, the appliance .0.1
 	Domain string
-	// CA options for the site's demo chain (Domain is filled in).
-	CA democa.Options
 
 	lan      *NS
 	rootHash string
@@ -105,8 +103,7 @@ func newLab(t *testing.T, corefile string, sites ...*labSite) *lab {
 	writeFile(t, pass, labAdminPassword+"\n", 0o600)
 	for _, s := range sites {
 		s.dir = filepath.Join(l.dir, s.Name)
-		s.CA.Domain = s.Domain
-		chain, err := democa.Generate(s.CA)
+		chain, err := democa.Generate(democa.Options{Domain: s.Domain})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/branchbox/branchbox/provisioner/democa"
 	"github.com/branchbox/branchbox/tests/amtsim/hello"
 )
 
@@ -21,7 +20,6 @@ import (
 // 16993 and WS-Man — one fleet per case, all on one appliance at once.
 func TestProvision(t *testing.T) {
 	branch1 := &labSite{Name: "main", Octet: 81, Domain: "branch1.e2e.example"}
-	branch2 := &labSite{Name: "big", Octet: 82, Domain: "branch2.e2e.example", CA: democa.Options{IntermediateBits: 4096}}
 	// The wrong-domain device's MEBx PKI suffix is elsewhere.example, and
 	// that zone's ProvisionServer (on the office DNS, here the appliance's
 	// extra Corefile) points at the appliance, whose certificate is for
@@ -31,7 +29,7 @@ elsewhere.example:53 {
     hosts {
         10.81.0.1 provisionserver.elsewhere.example
     }
-}`, branch1, branch2)
+}`, branch1)
 
 	cases := []struct {
 		name   string
@@ -95,8 +93,6 @@ elsewhere.example:53 {
 					}
 				}
 			}},
-		{name: "4096-bit intermediate", site: "big", count: 1, want: "activated", check: checkAdminLogin},
-		{name: "4096-bit intermediate, AMT 11", site: "big", count: 1, args: []string{"--amt-version", "11.8"}, want: "activated", check: checkAdminLogin},
 	}
 
 	fleets := make([]*fleet, len(cases))

@@ -180,7 +180,11 @@ func checkKeys(p Profile, chain []*x509.Certificate) error {
 		case *rsa.PublicKey:
 			bits := k.N.BitLen()
 			if bits < p.MinRSABits || bits > p.MaxRSABits {
-				return Fail(RuleKeySize, "certificate %d (%q) RSA key is %d bits; AMT %s accepts %d to %d", i, c.Subject.CommonName, bits, p.Name, p.MinRSABits, p.MaxRSABits)
+				accepts := fmt.Sprintf("%d to %d", p.MinRSABits, p.MaxRSABits)
+				if p.MinRSABits == p.MaxRSABits {
+					accepts = fmt.Sprintf("only %d", p.MaxRSABits)
+				}
+				return Fail(RuleKeySize, "certificate %d (%q) RSA key is %d bits; AMT %s accepts %s", i, c.Subject.CommonName, bits, p.Name, accepts)
 			}
 		case *ecdsa.PublicKey:
 		default:
