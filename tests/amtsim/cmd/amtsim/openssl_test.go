@@ -162,6 +162,10 @@ func TestServeWithOpenSSL(t *testing.T) {
 	weakInt := certgen.CA("Weak Issuing CA")
 	weakInt.Bits = 1024
 	issuing := certgen.CA("Issuing CA")
+	bigLeaf := leaf
+	bigLeaf.Bits = 4096
+	expiredLeaf := leaf
+	expiredLeaf.NotBefore, expiredLeaf.NotAfter = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
 
 	extend := func(specs ...certgen.Spec) *certgen.Chain {
 		c, err := certgen.Extend(root, specs...)
@@ -188,6 +192,8 @@ func TestServeWithOpenSSL(t *testing.T) {
 		{"untrusted root", foreign, nil, firmware.RuleRootHash},
 		{"SHA-1 intermediate", extend(leaf, sha1Int), nil, firmware.RuleSignatureHash},
 		{"1024-bit intermediate", extend(leaf, weakInt), nil, firmware.RuleKeySize},
+		{"4096-bit leaf", extend(bigLeaf, issuing), nil, firmware.RuleKeySize},
+		{"leaf expired in 2021", extend(expiredLeaf, issuing), nil, firmware.RuleValidity},
 		{"five certificates", extend(leaf, certgen.CA("I1"), certgen.CA("I2"), certgen.CA("I3")), nil, firmware.RuleChainLength},
 		{"root before intermediate", good, []*x509.Certificate{good.Certs[2], good.Certs[1]}, firmware.RuleChainOrder},
 		{"no client certificate", nil, nil, "no-certificate"},
