@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	if err != nil {
 		return err
 	}
-	a.Metrics.MustRegister(newRaftCollector(node))
+	a.Metrics.MustRegister(newRaftCollector(node), newStoreCollector(node.Store))
 	if a.Store.IsLeader() {
 		if err := syncConfig(ctx, a.Store, cfg, log); err != nil {
 			return fmt.Errorf("applying config to the store: %w", err)
@@ -91,6 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			return fmt.Errorf("%s: %w", start.name, err)
 		}
 	}
+	a.mountSiteCert(a.Mux)
 	srv := api.NewServer(api.Options{
 		Store:   a.Store,
 		Cluster: node,

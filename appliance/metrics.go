@@ -15,6 +15,7 @@ type raftCollector struct {
 	commit  *prometheus.Desc
 	leader  *prometheus.Desc
 	peers   *prometheus.Desc
+	state   *prometheus.Desc
 }
 
 func newRaftCollector(n *cluster.Node) *raftCollector {
@@ -24,6 +25,7 @@ func newRaftCollector(n *cluster.Node) *raftCollector {
 		commit:  prometheus.NewDesc("branchbox_raft_commit_index", "Index of the last committed raft entry.", nil, nil),
 		leader:  prometheus.NewDesc("branchbox_raft_leader", "1 when this node is the raft leader.", nil, nil),
 		peers:   prometheus.NewDesc("branchbox_raft_members", "Servers in the raft configuration.", nil, nil),
+		state:   prometheus.NewDesc("branchbox_raft_state", "1 for this node's raft state (leader, follower, candidate, shutdown).", []string{"state"}, nil),
 	}
 }
 
@@ -32,6 +34,7 @@ func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.commit
 	ch <- c.leader
 	ch <- c.peers
+	ch <- c.state
 }
 
 func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
@@ -48,4 +51,5 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.commit, prometheus.GaugeValue, num("commit_index"))
 	ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leader)
 	ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, num("num_peers")+1)
+	ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, c.n.State())
 }

@@ -36,6 +36,7 @@ func (a *App) startProvisioner(ctx context.Context) error {
 		Store:      a.Store,
 		HelloPort:  uint16(port),
 		ServerAddr: a.siteServerAddr,
+		Retry:      p.Retry,
 	}).Mount(a.Mux)
 
 	a.Health.Set("provisioner", true, "listening on "+ln.Addr().String())

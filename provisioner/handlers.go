@@ -14,6 +14,7 @@ import (
 	"github.com/branchbox/branchbox/cluster"
 	"github.com/branchbox/branchbox/internal/httpjson"
 	"github.com/branchbox/branchbox/provisioner/certrules"
+	"github.com/branchbox/branchbox/provisioner/hello"
 	"github.com/branchbox/branchbox/provisioner/setupbin"
 )
 
@@ -26,12 +27,15 @@ type Handlers struct {
 	ServerAddr func(site cluster.Site) (netip.Addr, error)
 	// HelloPort is the hello listener's port.
 	HelloPort uint16
-	Now       func() time.Time
+	// Retry starts a new session for a failed device (Provisioner.Retry).
+	Retry func(uuid, actor string) error
+	Now   func() time.Time
 }
 
 // Mount registers the endpoints:
 //
 //	POST /api/v1/devices/{uuid}/otp     register for agent-initiated activation, returns the OTP once
+//	POST /api/v1/devices/{uuid}/retry   re-run provisioning for a failed device
 //	POST /api/v1/devices/import         CSV inventory: uuid,hostname,site,profile
 //	POST /api/v1/sites/{name}/psk       new PID/PPS pairs, answered as a setup.bin
 //	POST /api/v1/sites/{name}/setup.bin bare-metal pointer setup.bin for the site
@@ -40,6 +44,7 @@ func (h *Handlers) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/tls/ca", h.ManagementCA)
 	mux.HandleFunc("POST /api/v1/devices/{uuid}/otp", h.RegisterOTP)
 	mux.HandleFunc("POST /api/v1/devices/import", h.ImportInventory)
+	mux.HandleFunc("POST /api/v1/devices/{uuid}/retry", h.RetryDevice)
 	mux.HandleFunc("POST /api/v1/sites/{name}/psk", h.PSKSetupBin)
 	mux.HandleFunc("POST /api/v1/sites/{name}/setup.bin", h.BareMetalSetupBin)
 }
@@ -93,22 +98,50 @@ func (h *Handlers) RegisterOTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // ImportInventory takes a CSV body and answers {"imported": n}, or 400
-// with {"error", "problems": [...]} and nothing written.
+// with {"error", "problems": [...]} and nothing written. With ?progress=1
+// a valid file is answered as JSON lines while it is written:
+// {"done": i, "total": n} every progressEvery rows, then {"imported": n}
+// (or {"error": ...} when the store stops part-way).
 func (h *Handlers) ImportInventory(w http.ResponseWriter, r *http.Request) {
-	n, err := ImportInventory(r.Context(), h.Store, io.LimitReader(r.Body, maxBody), h.now())
+	var progress func(done, total int)
+	streaming := false
+	if r.URL.Query().Get("progress") != "" {
+		fl, _ := w.(http.Flusher)
+		enc := json.NewEncoder(w)
+		progress = func(done, total int) {
+			if !streaming {
+				streaming = true
+				w.Header().Set("Content-Type", "application/x-ndjson")
+				w.WriteHeader(http.StatusOK)
+			}
+			if done%progressEvery == 0 {
+				enc.Encode(map[string]int{"done": done, "total": total})
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		}
+	}
+	n, err := ImportInventory(r.Context(), h.Store, io.LimitReader(r.Body, maxBody), h.now(), progress)
 	var inv *InventoryError
-	if errors.As(err, &inv) {
+	switch {
+	case streaming && err != nil:
+		json.NewEncoder(w).Encode(map[string]any{"error": err.Error(), "done": n})
+	case streaming:
+		json.NewEncoder(w).Encode(map[string]int{"done": n, "total": n, "imported": n})
+	case errors.As(err, &inv):
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		json.NewEncoder(w).Encode(map[string]any{"error": "inventory rejected", "problems": inv.Problems})
-		return
-	}
-	if err != nil {
+	case err != nil:
 		httpjson.Error(w, statusOf(err), err)
-		return
+	default:
+		httpjson.Write(w, map[string]int{"imported": n})
 	}
-	httpjson.Write(w, map[string]int{"imported": n})
 }
+
+// progressEvery is how many inventory rows pass between progress lines.
+const progressEvery = 50
 
 type mebxRequest struct {
 	CurrentMEBxPassword string `json:"current_mebx_password"`
@@ -233,4 +266,24 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
+}
+
+// RetryDevice re-runs provisioning for a failed device from its last hello.
+func (h *Handlers) RetryDevice(w http.ResponseWriter, r *http.Request) {
+	uuid, err := hello.NormalizeUUID(r.PathValue("uuid"))
+	if err != nil {
+		httpjson.Error(w, http.StatusBadRequest, err)
+		return
+	}
+	err = h.Retry(uuid, "api "+r.RemoteAddr)
+	switch {
+	case errors.Is(err, cluster.ErrNotFound):
+		httpjson.Error(w, http.StatusNotFound, err)
+	case errors.Is(err, ErrNotRetryable):
+		httpjson.Error(w, http.StatusConflict, err)
+	case err != nil:
+		httpjson.Error(w, http.StatusServiceUnavailable, err)
+	default:
+		httpjson.WriteStatus(w, http.StatusAccepted, map[string]string{"uuid": uuid, "status": "retrying"})
+	}
 }

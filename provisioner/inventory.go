@@ -110,13 +110,16 @@ func checkRow(st Store, rec []string) (InventoryEntry, []string) {
 
 // ImportInventory validates the whole file, then records every row as an
 // inventoried device. It returns how many rows were written.
-func ImportInventory(ctx context.Context, st Store, r io.Reader, now time.Time) (int, error) {
+func ImportInventory(ctx context.Context, st Store, r io.Reader, now time.Time, progress func(done, total int)) (int, error) {
 	entries, err := ParseInventory(st, r)
 	if err != nil {
 		return 0, err
 	}
 	now = now.UTC()
 	for i, e := range entries {
+		if progress != nil {
+			progress(i, len(entries))
+		}
 		if err := st.Apply(ctx, cluster.DeviceUpdate{
 			UUID: e.UUID, Hostname: e.Hostname, Site: e.Site, Profile: e.Profile, Inventoried: true, Time: now,
 			Event: cluster.DeviceEvent{Step: "inventory", Detail: "imported as " + e.Hostname},

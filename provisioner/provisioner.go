@@ -79,6 +79,7 @@ type Provisioner struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool // device UUIDs queued or in a session here
+	serving  context.Context // Serve's, for sessions an admin starts
 	wg       sync.WaitGroup
 }
 
@@ -134,6 +135,9 @@ func (p *Provisioner) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer p.wg.Wait()
+	p.mu.Lock()
+	p.serving = ctx
+	p.mu.Unlock()
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -233,9 +237,14 @@ func readHello(conn net.Conn, timeout time.Duration) ([]byte, error) {
 	return data, nil
 }
 
-// onHello coalesces duplicates and queues the device for a session.
+// onHello queues the device of a hello for a session.
 func (p *Provisioner) onHello(ctx context.Context, src netip.Addr, h hello.Hello, at time.Time) {
-	uuid := h.UUIDString()
+	p.queue(ctx, &job{p: p, src: src, h: h, uuid: h.UUIDString(), at: at, id: requestID()})
+}
+
+// queue coalesces duplicates and runs the job when the device has none.
+func (p *Provisioner) queue(ctx context.Context, j *job) {
+	uuid := j.uuid
 	p.mu.Lock()
 	if p.inflight[uuid] {
 		p.mu.Unlock()
@@ -255,7 +264,7 @@ func (p *Provisioner) onHello(ctx context.Context, src netip.Addr, h hello.Hello
 		p.mu.Unlock()
 	}()
 	p.m.hellos.WithLabelValues("accepted").Inc()
-	(&job{p: p, src: src, h: h, uuid: uuid, at: at, id: requestID()}).run(ctx)
+	j.run(ctx)
 }
 
 func requestID() string {
@@ -275,6 +284,8 @@ type job struct {
 	at    time.Time
 	id    string
 	guard []string // IfStateNot for writes made before the session
+	// origin says who started the job when it was not the device's hello.
+	origin string
 }
 
 func (j *job) run(ctx context.Context) {
@@ -289,6 +300,9 @@ func (j *job) run(ctx context.Context) {
 		j.guard = nil // the node that claimed it is gone
 	}
 	detail := fmt.Sprintf("hello v%d (retry %d) from %s", j.h.Version, j.h.RetryCount, j.src)
+	if j.origin != "" {
+		detail = fmt.Sprintf("%s: the last hello from %s again", j.origin, j.src)
+	}
 	empty := ""
 	err := j.update(ctx, cluster.DeviceUpdate{
 		Site: site.Name, IP: j.src.String(), Hashes: j.h.HashStrings(), PID: j.h.PID,
@@ -512,6 +526,7 @@ func (j *job) fail(ctx context.Context, reason string, unlessState ...string) {
 	if errors.Is(err, cluster.ErrConflict) {
 		return // another job owns the device and will record its outcome
 	}
+	j.p.m.failures.WithLabelValues(failureReason(reason)).Inc()
 	j.p.log.Info("device failed", "uuid", j.uuid, "src", j.src, "reason", reason)
 	if err != nil {
 		j.p.log.Error("recording failure", "uuid", j.uuid, "err", err)

@@ -403,7 +403,7 @@ func TestNamesFromInventoryAndLease(t *testing.T) {
 	e.device(1)
 	e.device(2)
 	csv := "uuid,hostname,site,profile\n" + uuidOf(1) + ",Reception-PC,lab,standard\n"
-	if n, err := ImportInventory(context.Background(), e.st, strings.NewReader(csv), time.Now()); err != nil || n != 1 {
+	if n, err := ImportInventory(context.Background(), e.st, strings.NewReader(csv), time.Now(), nil); err != nil || n != 1 {
 		t.Fatalf("import: %d, %v", n, err)
 	}
 	now := time.Now()

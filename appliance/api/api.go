@@ -29,6 +29,8 @@ type Store interface {
 	Device(uuid string) (cluster.Device, bool)
 	Leases() []cluster.Lease
 	Audit(limit int) []cluster.AuditEntry
+	// Watch signals (coalesced) after every applied change.
+	Watch() (<-chan struct{}, func())
 }
 
 // Cluster reports membership.
@@ -142,6 +144,9 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("POST /api/v1/sites", h.putSite)
 	mux.HandleFunc("DELETE /api/v1/sites/{name}", h.deleteSite)
 	mux.HandleFunc("GET /api/v1/audit", h.audit)
+	mux.HandleFunc("GET /api/v1/events", h.events)
+	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
+	mountUI(mux, o.Token)
 	return &http.Server{
 		Handler:           authenticate(o.Token, mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -151,13 +156,20 @@ func NewServer(o Options) *http.Server {
 	}
 }
 
-// authenticate requires the bearer token on every /api/ call.
+// authenticate requires the token on every /api/ call but the OpenAPI
+// description: as a bearer header (ctl, scripts), or as the dashboard's
+// session cookie. A cookie is sent by the browser on its own, so a call
+// that changes anything must also carry a header no cross-site form can
+// set.
 func authenticate(token string, next http.Handler) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/api/") {
-			got := []byte(r.Header.Get("Authorization"))
-			if subtle.ConstantTimeCompare(got, want) != 1 {
+		if strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/api/v1/openapi.json" {
+			ok := subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1
+			if !ok && r.Header.Get("Authorization") == "" && validSession(r, token) {
+				ok = r.Method == http.MethodGet || r.Method == http.MethodHead || r.Header.Get(uiHeader) == "1"
+			}
+			if !ok {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="branchbox"`)
 				httpjson.Error(w, http.StatusUnauthorized, errors.New("missing or wrong API token (see <data_dir>/api.token)"))
 				return

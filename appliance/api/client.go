@@ -85,27 +85,60 @@ func (c *Client) Do(method, path string, body []byte, out any) error {
 // Raw sends a request and returns the answer's body and headers as they
 // are, for endpoints that return files.
 func (c *Client) Raw(method, path string, body []byte) ([]byte, http.Header, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
+	resp, err := c.send(c.http, method, path, body)
 	if err != nil {
 		return nil, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("calling the API at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := answerError(resp, data); err != nil {
+		return nil, nil, err
+	}
+	return data, resp.Header, nil
+}
+
+// Stream sends a request whose answer is read as it arrives (server-sent
+// events, progress lines): no overall timeout. The caller closes the body.
+func (c *Client) Stream(method, path string, body []byte) (*http.Response, error) {
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := c.send(&hc, method, path, body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, answerError(resp, data)
+	}
+	return resp, nil
+}
+
+func (c *Client) send(hc *http.Client, method, path string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("calling the API at %s: %w", c.base, err)
+	}
+	return resp, nil
+}
+
+// answerError is nil for a 2xx answer, else the API's error.
+func answerError(resp *http.Response, data []byte) error {
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error    string   `json:"error"`
@@ -115,7 +148,7 @@ func (c *Client) Raw(method, path string, body []byte) ([]byte, http.Header, err
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return nil, nil, &APIError{Code: resp.StatusCode, Message: e.Error, Problems: e.Problems}
+		return &APIError{Code: resp.StatusCode, Message: e.Error, Problems: e.Problems}
 	}
-	return data, resp.Header, nil
+	return nil
 }

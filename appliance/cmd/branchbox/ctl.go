@@ -25,13 +25,18 @@ commands:
   cluster status                         members, one per line; the leader is marked "leader"
   devices [--state S] [--site S]         devices and their provisioning state
   devices show UUID                      one device with its history
-  devices import FILE                    inventory CSV: uuid,hostname,site,profile
+  devices --watch [--site S]             follow devices live: each state change, then the
+                                         fleet's progress (until Ctrl-C)
+  devices import FILE                    inventory CSV: uuid,hostname,site,profile (with progress)
+  devices retry UUID                     re-run provisioning for a failed device
   devices register UUID [--amt-version V] [--site S] [--lifetime 24h]
                                          agent-initiated activation: prints a one-time password
   leases                                 DHCP leases
   sites                                  sites
   sites add FILE                         add or replace a site (YAML or JSON, config file schema)
   sites delete NAME                      remove a site added through the API
+  sites cert SITE [--chain F --key F]    the site's provisioning chain and every rule's result;
+                                         with files, upload a new one (refused if a rule fails)
   sites psk SITE --count N --mebx-password-file F -o OUT
                                          new PID/PPS pairs, written as a USB setup.bin
   sites setup-bin SITE --mebx-password-file F -o OUT
@@ -61,6 +66,10 @@ func parseCtlArgs(args []string) (ctlArgs, error) {
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		if name == "watch" && !hasVal {
+			a.flags[name] = "true"
+			continue
+		}
 		if !hasVal {
 			if i+1 >= len(args) {
 				return a, fmt.Errorf("flag --%s needs a value", name)
@@ -169,19 +178,11 @@ func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
 			}
 		})
 	case cmd == "devices" && sub == "import":
-		if len(a.rest) != 3 {
-			return usageError("devices import needs a CSV file")
-		}
-		body, err := os.ReadFile(a.rest[2])
-		if err != nil {
-			return err
-		}
-		var out json.RawMessage
-		if err := c.Do("POST", "/api/v1/devices/import", body, &out); err != nil {
-			return err
-		}
-		fmt.Fprintln(w, strings.TrimSpace(string(out)))
-		return nil
+		return importInventory(c, a, w)
+	case cmd == "devices" && sub == "retry":
+		return retryDevice(c, a, w)
+	case cmd == "devices" && a.flags["watch"] != "":
+		return watchDevices(c, a, w)
 	case cmd == "devices" && sub == "register":
 		if len(a.rest) != 3 {
 			return usageError("devices register needs a UUID")
@@ -263,6 +264,8 @@ func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "site %s deleted\n", a.rest[2])
 		return nil
+	case cmd == "sites" && sub == "cert":
+		return siteCert(c, a, w)
 	case cmd == "sites" && (sub == "psk" || sub == "setup-bin"):
 		return setupBin(c, a, w)
 	case cmd == "sites":

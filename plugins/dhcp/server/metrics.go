@@ -25,12 +25,13 @@ const (
 )
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	replies  *prometheus.CounterVec
-	dropped  *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	inFlight prometheus.Gauge
-	expired  prometheus.Counter
+	requests     *prometheus.CounterVec
+	replies      *prometheus.CounterVec
+	dropped      *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	siteRequests *prometheus.CounterVec
+	inFlight     prometheus.Gauge
+	expired      prometheus.Counter
 
 	// Children of the vectors for the message types RFC 2131 defines,
 	// looked up once: hashing the label on every packet showed in profiles.
@@ -67,6 +68,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from receiving a request to sending its reply, including the lease commit.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"type"}),
+		siteRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "branchbox_dhcp_site_requests_total", Help: "DHCP requests matched to a site, by site.",
+		}, []string{"site"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "branchbox_dhcp_in_flight", Help: "Requests being handled right now.",
 		}),
@@ -81,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.replies, m.dropped, m.latency, m.inFlight, m.expired} {
+	for _, c := range []prometheus.Collector{m.requests, m.replies, m.dropped, m.latency, m.siteRequests, m.inFlight, m.expired} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return nil, err
 		}

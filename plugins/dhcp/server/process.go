@@ -54,6 +54,7 @@ func (s *Server) process(iface string, pkt []byte) (*dhcpv4.DHCPv4, *net.UDPAddr
 		s.m.dropped.WithLabelValues(reason).Inc()
 		return nil, nil, nil
 	}
+	st.requests.Inc()
 	resp := newReply(req)
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:

@@ -246,7 +246,7 @@ func (s *Server) buildSite(rec cluster.Site) (*site, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &site{rec: rec, subnet: subnet, chain: c}, nil
+	return &site{rec: rec, subnet: subnet, chain: c, requests: s.m.siteRequests.WithLabelValues(rec.Name)}, nil
 }
 
 func (s *Server) reportHealth() {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/branchbox/branchbox/cluster"
 	"github.com/branchbox/branchbox/plugins/dhcp/chain"
@@ -38,9 +39,10 @@ var Order = []string{
 
 // site is one built scope.
 type site struct {
-	rec    cluster.Site
-	subnet netip.Prefix
-	chain  chain.Chain
+	rec      cluster.Site
+	subnet   netip.Prefix
+	chain    chain.Chain
+	requests prometheus.Counter
 }
 
 // siteTable is immutable once built; the server swaps it atomically.
