@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests, demo and benchmarks use.
 # Idempotent and quiet: only missing packages are installed.
 set -eu
-PKGS="iproute2 udhcpc isc-dhcp-client isc-dhcp-relay dnsutils openssl procps psmisc curl"
+PKGS="iproute2 udhcpc isc-dhcp-client isc-dhcp-relay dnsutils openssl procps psmisc curl chromium"
 if [ "${1:-}" = "bench" ]; then
 	PKGS="$PKGS kea-admin kea-dhcp4-server dnsmasq-base dnsperf"
 fi
