@@ -3,6 +3,7 @@ package wsman
 import (
 	"encoding/xml"
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -157,11 +158,17 @@ func (in instance) render(p string) string {
 }
 
 // envelope builds a response the way AMT lays it out: prefixes a (SOAP),
-// b (addressing), c (wsman), body content supplied by the caller.
+// b (addressing), c (wsman), and every prefix the body uses, all declared
+// on the Envelope. Body content supplied by the caller declares its own
+// prefixes where it uses them; they are hoisted here because firmware
+// sends no attribute on an instance element, and parsers that read items
+// as plain property maps (MeshCentral's) take an xmlns attribute for a
+// property and lose the instance's fields under it.
 func envelope(action, relatesTo, resourceURI, messageID, body string) string {
+	body, decls := hoistNamespaces(body)
 	var b strings.Builder
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>`)
-	fmt.Fprintf(&b, `<a:Envelope xmlns:a="%s" xmlns:b="%s" xmlns:c="%s" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">`, nsSOAP, nsAddr, nsWSMan)
+	fmt.Fprintf(&b, `<a:Envelope xmlns:a="%s" xmlns:b="%s" xmlns:c="%s"%s xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">`, nsSOAP, nsAddr, nsWSMan, decls)
 	fmt.Fprintf(&b, `<a:Header><b:To>%s</b:To><b:RelatesTo>%s</b:RelatesTo><b:Action a:mustUnderstand="true">%s</b:Action><b:MessageID>%s</b:MessageID>`,
 		anonymous, esc(relatesTo), esc(action), messageID)
 	if resourceURI != "" {
@@ -171,6 +178,40 @@ func envelope(action, relatesTo, resourceURI, messageID, body string) string {
 	b.WriteString(body)
 	b.WriteString(`</a:Body></a:Envelope>`)
 	return b.String()
+}
+
+var xmlnsAttr = regexp.MustCompile(` xmlns:([a-z]+)="([^"]*)"`)
+
+// hoistNamespaces removes the prefix declarations from body and returns
+// them as Envelope attributes. A prefix bound to two namespaces in one
+// body keeps its inner declarations (no response does that today).
+func hoistNamespaces(body string) (string, string) {
+	bound := map[string]string{}
+	var order []string
+	clash := map[string]bool{}
+	for _, m := range xmlnsAttr.FindAllStringSubmatch(body, -1) {
+		switch ns, ok := bound[m[1]]; {
+		case !ok:
+			bound[m[1]] = m[2]
+			order = append(order, m[1])
+		case ns != m[2]:
+			clash[m[1]] = true
+		}
+	}
+	var decls strings.Builder
+	for _, p := range order {
+		if clash[p] {
+			continue
+		}
+		fmt.Fprintf(&decls, ` xmlns:%s="%s"`, p, bound[p])
+	}
+	body = xmlnsAttr.ReplaceAllStringFunc(body, func(attr string) string {
+		if clash[xmlnsAttr.FindStringSubmatch(attr)[1]] {
+			return attr
+		}
+		return ""
+	})
+	return body, decls.String()
 }
 
 // faultBody is a SOAP 1.2 fault with a WS-Addressing / WS-Man subcode.

@@ -186,7 +186,11 @@ func TestRemoteConfigurationWithGoWsmanMessages(t *testing.T) {
 		t.Fatalf("VersionString %q", v)
 	}
 	enumCtx := value(t, post(t, c, cimM.SoftwareIdentity.Enumerate()), "EnumerationContext")
-	if items := post(t, c, cimM.SoftwareIdentity.Pull(enumCtx)); bytes.Count(items, []byte("<h:CIM_SoftwareIdentity ")) != 10 {
+	// Items carry no attributes, as firmware sends them: every prefix is
+	// declared on the Envelope. MeshCentral reads an item element with an
+	// attribute as {Value, @attr} and finds no InstanceID in it.
+	if items := post(t, c, cimM.SoftwareIdentity.Pull(enumCtx)); bytes.Count(items, []byte("<h:CIM_SoftwareIdentity>")) != 10 ||
+		!bytes.Contains(items, []byte(`<a:Envelope xmlns:a="http://www.w3.org/2003/05/soap-envelope" xmlns:b="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:c="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:g="http://schemas.xmlsoap.org/ws/2004/09/enumeration" xmlns:h="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_SoftwareIdentity"`)) {
 		t.Fatalf("Pull returned:\n%s", items)
 	}
 	svc := post(t, c, amtM.SetupAndConfigurationService.Get())
