@@ -211,8 +211,12 @@ func TestRemoteConfigurationCommit(t *testing.T) {
 	}
 	realm := d.GetGeneralSettings().DigestRealm
 	ha1 := HA1("admin", realm, "Adm1n-Pass!")
-	if rv := d.SetAdminAclEntryEx("admin", hex.EncodeToString(ha1)); rv != PTInvalidParameter {
+	// MeshCentral's hex form and RPS's base64 form both set the digest.
+	if rv := d.SetAdminAclEntryEx("admin", hex.EncodeToString(ha1)); rv != PTSuccess {
 		t.Fatalf("hex digest password: %d", rv)
+	}
+	if rv := d.SetAdminAclEntryEx("admin", "not-a-digest"); rv != PTInvalidParameter {
+		t.Fatalf("garbage digest password: %d", rv)
 	}
 	if rv := d.SetAdminAclEntryEx("admin", base64.StdEncoding.EncodeToString(ha1)); rv != PTSuccess {
 		t.Fatalf("admin ACL: %d", rv)

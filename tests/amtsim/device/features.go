@@ -80,10 +80,15 @@ func (r Redirection) EnabledState() int {
 	return s
 }
 
-// requireAdminLocked refuses the configuration classes before activation:
-// until then there is no admin account to authorise them.
+// requireAdminLocked refuses the configuration classes before activation,
+// except over the remote-configuration session itself: MeshCentral's
+// bare-metal flow generates the TLS key, adds the certificate and enables
+// TLS before its CommitChanges, and activates real firmware that way
+// (amtprovisioningserver.js, attemptTlsSync → amtPerformCommit), so the
+// firmware authorises them on the provisioning chain's TLS session. Only a
+// remote client that passed the chain rules reaches 16993 in setup mode.
 func (d *Device) requireAdminLocked(op string) error {
-	if d.state != PostProvisioning {
+	if d.state != PostProvisioning && d.state != InProvisioning {
 		d.refuse(op, "device is "+d.state.String())
 		return fmt.Errorf("%s: %w", op, ErrNotActivated)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 	"unicode"
@@ -150,9 +151,9 @@ func (d *Device) SetAdminAclEntryEx(user, digestPassword string) int {
 		// provisioning flows does it; refuse rather than half-support it.
 		return d.failure(op, PTInvalidParameter, fmt.Sprintf("user %q: the simulator keeps the admin account name %q", user, AdminUser))
 	}
-	ha1, err := base64.StdEncoding.DecodeString(digestPassword)
-	if err != nil || len(ha1) != 16 {
-		return d.failure(op, PTInvalidParameter, "DigestPassword is not base64 of a 16-byte MD5 (a hex string is a known client bug)")
+	ha1, err := digestHA1(digestPassword)
+	if err != nil {
+		return d.failure(op, PTInvalidParameter, err.Error())
 	}
 	switch d.state {
 	case InProvisioning:
@@ -234,6 +235,9 @@ func (d *Device) CommitChanges() int {
 		d.adminHA1 = HA1(AdminUser, d.realm, mebx)
 	}
 	d.staged = staged{}
+	// TLS configured over the remote-configuration session (MeshCentral
+	// does it before this commit) takes effect with the activation.
+	d.commitTLSLocked()
 	d.state, d.mode = PostProvisioning, ModeAdmin
 	d.lastError = ""
 	publish := d.changed("commit")
@@ -490,4 +494,19 @@ func (d *Device) UpgradeClientToAdmin(mcNonce string, sigAlg int, signature stri
 	d.mu.Unlock()
 	publish()
 	return HBSSuccess
+}
+
+// digestHA1 decodes SetAdminAclEntryEx's DigestPassword. RPS and rpc-go
+// send base64 of the 16 raw MD5 bytes (amt-protocol.md §3.5); MeshCentral
+// sends the 32 hex digits (amtprovisioningserver.js, hex_md5), and both
+// activate real firmware, so the firmware takes either. The forms cannot be
+// confused: 32 hex digits are valid base64 of 24 bytes, not 16.
+func digestHA1(s string) ([]byte, error) {
+	if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) == 16 {
+		return b, nil
+	}
+	if b, err := hex.DecodeString(s); err == nil && len(b) == 16 {
+		return b, nil
+	}
+	return nil, errors.New("DigestPassword is neither base64 nor hex of a 16-byte MD5")
 }

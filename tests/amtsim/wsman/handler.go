@@ -82,21 +82,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	env, err := parseXML(io.LimitReader(r.Body, maxRequest))
 	if err != nil {
+		h.log.Warn("WS-Man request does not parse", "err", err)
 		h.write(w, http.StatusBadRequest, envelope(actFault, "", "", h.nextID(), faultBody("c:SchemaValidationError", err.Error())))
 		return
 	}
 	req, err := parseRequest(env)
 	if err != nil {
+		h.log.Warn("WS-Man request refused", "err", err)
 		h.write(w, http.StatusBadRequest, envelope(actFault, "", "", h.nextID(), faultBody("b:InvalidMessageInformationHeader", err.Error())))
 		return
 	}
-	if adminOnly(req.class) && user != device.AdminUser {
+	// The remote-configuration session (its client chain passed the rules
+	// in the handshake) may configure the device before its commit, as
+	// MeshCentral's bare-metal flow does with TLS.
+	rcfg := user == "" && h.transport == device.Remote && h.dev.NeedsClientChain()
+	if adminOnly(req.class) && user != device.AdminUser && !rcfg {
 		// Configuration classes belong to the admin account; before
 		// activation (no digest, or $$OsAdmin) nobody holds it.
 		who := user
 		if who == "" {
 			who = "a provisioning-chain session without digest"
 		}
+		h.log.Warn("WS-Man access denied", "class", req.class, "user", who)
 		h.write(w, http.StatusBadRequest, envelope(actFault, req.messageID, req.resourceURI, h.nextID(),
 			faultBody("c:AccessDenied", req.class+" needs the admin account of an activated device, not "+who)))
 		return
