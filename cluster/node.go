@@ -2,12 +2,13 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,33 +19,76 @@ import (
 type Config struct {
 	ID      string
 	DataDir string
-	// RaftBind is the TCP address raft listens on. Empty means a
-	// single-node cluster that never talks to anyone.
+	// RaftBind is the TCP address of the cluster port (raft and member
+	// RPC), which other members dial. Empty means a single-node cluster
+	// that never talks to anyone.
 	RaftBind string
-	Logger   *slog.Logger
+	// Join lists members to ask for admission on first start; empty means
+	// this node founds a cluster. JoinToken is the founder's `cluster
+	// token`.
+	Join      []string
+	JoinToken string
+	// Role is voter (a full member) or witness (raft only).
+	Role string
+	// JoinTimeout bounds the first start's wait to be admitted (default 2m).
+	JoinTimeout time.Duration
+	Logger      *slog.Logger
 }
 
-// Member is one server in the raft configuration.
+func (c Config) joinTimeout() time.Duration {
+	if c.JoinTimeout > 0 {
+		return c.JoinTimeout
+	}
+	return 2 * time.Minute
+}
+
+// Member is one server in the raft configuration, as this node sees it.
 type Member struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
-	Role    string `json:"role"` // leader | follower | candidate | unknown
+	Role    string `json:"role"` // leader | follower | candidate | unreachable | unknown
 	Voter   bool   `json:"voter"`
 	Leader  bool   `json:"leader"`
+	// Kind is voter, witness or nonvoter (a member still catching up, or
+	// waiting for a third so it is not one of exactly two voters).
+	Kind         string `json:"kind"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// LastContact is how long ago this node last heard from the member
+	// (for a follower: how long since it heard from its leader).
+	LastContact string `json:"last_contact"`
+	Error       string `json:"error,omitempty"`
 }
 
 // Node is a raft member holding a Store.
 type Node struct {
-	Store  *Store
-	raft   *raft.Raft
-	stores *raftStores
-	trans  raft.Transport
-	id     string
-	log    *slog.Logger
+	Store   *Store
+	raft    *raft.Raft
+	stores  *raftStores
+	trans   raft.Transport
+	port    *clusterPort
+	local   raftProposer
+	pki     *pki        // nil on a single-node box
+	client  *tls.Config // dials other members; nil on a single-node box
+	sealKey []byte
+	id      string
+	role    string
+	log     *slog.Logger
+
+	shutdownCh chan struct{}
+	houseDone  chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+
+	readyMu     sync.Mutex
+	ready       map[string]time.Time
+	lastPromote string
+
+	peersMu sync.Mutex
+	peers   map[string]peerStatus
 }
 
-// raftProposer commits through the local raft instance. It is the seam a
-// follower-forwarding proposer will wrap.
+// raftProposer commits through the local raft instance; on a follower,
+// forwardingProposer wraps it.
 type raftProposer struct{ r *raft.Raft }
 
 func (p raftProposer) propose(ctx context.Context, data []byte) (applyResult, error) {
@@ -65,29 +109,22 @@ func (p raftProposer) propose(ctx context.Context, data []byte) (applyResult, er
 
 func (p raftProposer) isLeader() bool { return p.r.State() == raft.Leader }
 
-// Open starts (or restarts) a node in cfg.DataDir. A node with no existing
-// raft state bootstraps a cluster of one.
+// Open starts (or restarts) a node in cfg.DataDir. A node with no raft
+// state founds a cluster (of one, until others join) unless cfg.Join
+// names members to join instead.
 func Open(cfg Config) (*Node, error) {
 	if cfg.ID == "" {
 		return nil, errors.New("node id is required")
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	if cfg.Role == "" {
+		cfg.Role = RoleVoter
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	key, err := loadOrCreateSealKey(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	sl, err := newSealer(key)
-	if err != nil {
-		return nil, err
-	}
-	store := newStore(sl)
-
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
@@ -96,63 +133,117 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	logs, err := raft.NewLogCache(512, stores.log)
+	n, err := open(cfg, raftDir, stores)
 	if err != nil {
 		stores.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func open(cfg Config, raftDir string, stores *raftStores) (*Node, error) {
+	log := cfg.Logger
+	logs, err := raft.NewLogCache(512, stores.log)
+	if err != nil {
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
 	if err != nil {
-		stores.Close()
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
-
-	var trans raft.Transport
-	addr := raft.ServerAddress("local:" + cfg.ID)
-	if cfg.RaftBind != "" {
-		tcpAddr, err := net.ResolveTCPAddr("tcp", cfg.RaftBind)
-		if err != nil {
-			stores.Close()
-			return nil, fmt.Errorf("raft address %q: %w", cfg.RaftBind, err)
-		}
-		tt, err := raft.NewTCPTransportWithLogger(cfg.RaftBind, tcpAddr, 3, 10*time.Second, hlog)
-		if err != nil {
-			stores.Close()
-			return nil, fmt.Errorf("raft transport: %w", err)
-		}
-		trans, addr = tt, tt.LocalAddr()
-	} else {
-		_, trans = raft.NewInmemTransport(addr)
+	has, err := raft.HasExistingState(logs, stores.stable, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("raft state: %w", err)
 	}
+
+	n := &Node{
+		stores: stores, id: cfg.ID, role: cfg.Role, log: log,
+		shutdownCh: make(chan struct{}), houseDone: make(chan struct{}),
+		ready: map[string]time.Time{}, peers: map[string]peerStatus{},
+	}
+	addr := raft.ServerAddress("local:" + cfg.ID)
+	if cfg.RaftBind == "" {
+		_, n.trans = raft.NewInmemTransport(addr)
+	} else {
+		p, ok, err := loadPKI(cfg.DataDir)
+		switch {
+		case err != nil:
+			return nil, err
+		case !ok && has:
+			return nil, fmt.Errorf("%s holds raft state but no cluster credentials (%s): restore them, or wipe the data dir and join again", cfg.DataDir, filepath.Join(cfg.DataDir, pkiDir))
+		case !ok && len(cfg.Join) == 0:
+			if p, err = newClusterPKI(cfg.DataDir, cfg.ID, cfg.Role); err != nil {
+				return nil, err
+			}
+			log.Info("created the cluster CA and join token (ctl cluster token prints it)")
+		case !ok:
+			if p, err = joinCluster(cfg); err != nil {
+				return nil, err
+			}
+		}
+		n.pki, n.client = p, clientTLS(p)
+		if n.port, err = listenClusterPort(cfg.RaftBind, p, log); err != nil {
+			return nil, err
+		}
+		n.port.rpc, n.port.join = n.handleRPC, n.handleJoin
+		go n.port.serve()
+		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: streamLayer{port: n.port, client: n.client}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+		})
+		addr = n.trans.LocalAddr()
+	}
+
+	key, err := loadOrCreateSealKey(cfg.DataDir)
+	if err != nil {
+		n.closeTransport()
+		return nil, err
+	}
+	sl, err := newSealer(key)
+	if err != nil {
+		n.closeTransport()
+		return nil, err
+	}
+	n.sealKey = key
+	n.Store = newStore(sl)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = hlog
-	// Single-node: the library's 1 s timeouts only delay the first election.
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
 
-	has, err := raft.HasExistingState(logs, stores.stable, snaps)
-	if err != nil {
-		stores.Close()
-		return nil, fmt.Errorf("raft state: %w", err)
-	}
-	if !has {
+	if !has && len(cfg.Join) == 0 {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}}}
-		if err := raft.BootstrapCluster(rc, logs, stores.stable, snaps, trans, boot); err != nil {
-			stores.Close()
+		if err := raft.BootstrapCluster(rc, logs, stores.stable, snaps, n.trans, boot); err != nil {
+			n.closeTransport()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
-		log.Info("bootstrapped a new cluster of one", "node", cfg.ID)
+		log.Info("bootstrapped a new cluster", "node", cfg.ID)
 	}
-	r, err := raft.NewRaft(rc, fsm{store}, logs, stores.stable, snaps, trans)
+	n.raft, err = raft.NewRaft(rc, fsm{n.Store}, logs, stores.stable, snaps, n.trans)
 	if err != nil {
-		stores.Close()
+		n.closeTransport()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	store.proposer = raftProposer{r}
-	return &Node{Store: store, raft: r, stores: stores, trans: trans, id: cfg.ID, log: log}, nil
+	n.local = raftProposer{n.raft}
+	if n.port != nil {
+		n.Store.proposer = forwardingProposer{n}
+		go n.housekeeping()
+	} else {
+		n.Store.proposer = n.local
+		close(n.houseDone)
+	}
+	return n, nil
+}
+
+func (n *Node) closeTransport() {
+	if c, ok := n.trans.(interface{ Close() error }); ok {
+		c.Close()
+	}
+	if n.port != nil {
+		n.port.Close()
+	}
 }
 
 // WaitLeader blocks until the cluster has a leader and, if this node is
@@ -187,23 +278,51 @@ func (n *Node) Leader() string {
 	return string(id)
 }
 
-// Members lists the raft configuration.
+// Members lists the raft configuration with what this node last heard
+// from each member.
 func (n *Node) Members() ([]Member, error) {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("raft configuration: %w", err)
+	cfg, err := n.configuration()
+	if err != nil {
+		return nil, err
 	}
 	_, leader := n.raft.LeaderWithID()
 	var out []Member
-	for _, s := range f.Configuration().Servers {
-		m := Member{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader}
+	for _, s := range cfg.Servers {
+		m := Member{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader, Kind: "nonvoter"}
+		var info MemberInfo
+		var seen time.Time
+		if string(s.ID) == n.id {
+			info, seen = n.Info(), time.Now()
+		} else {
+			n.peersMu.Lock()
+			ps := n.peers[string(s.ID)]
+			n.peersMu.Unlock()
+			info, seen, m.Error = ps.info, ps.seen, ps.err
+		}
+		m.AppliedIndex = info.AppliedIndex
 		switch {
-		case m.Leader:
-			m.Role = "leader"
 		case string(s.ID) == n.id:
-			m.Role = roleName(n.raft.State())
+			m.Role = info.State
+			m.LastContact = info.LastContact.Round(time.Millisecond).String()
+		case seen.IsZero():
+			m.Role = "unreachable"
+			m.LastContact = "never"
+		case time.Since(seen) > 3*time.Second:
+			m.Role = "unreachable"
+			m.LastContact = time.Since(seen).Round(time.Second).String()
 		default:
-			m.Role = "follower"
+			m.Role = info.State
+			m.LastContact = time.Since(seen).Round(time.Millisecond).String()
+			m.Error = ""
+		}
+		if m.Leader {
+			m.Role = "leader"
+		}
+		if m.Voter {
+			m.Kind = RoleVoter
+			if info.Role == RoleWitness {
+				m.Kind = RoleWitness
+			}
 		}
 		out = append(out, m)
 	}
@@ -216,18 +335,28 @@ func (n *Node) Stats() map[string]string { return n.raft.Stats() }
 // Snapshot asks raft to take a snapshot now.
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
+// Role is this member's role: voter or witness.
+func (n *Node) Role() string { return n.role }
+
 // Close hands leadership off when there is someone to take it, then stops
 // raft and closes the log.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	if n.raft.State() == raft.Leader {
-		if m, err := n.Members(); err == nil && len(m) > 1 {
-			_ = n.raft.LeadershipTransfer().Error()
+		if cfg, err := n.configuration(); err == nil && len(cfg.Servers) > 1 {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer before shutdown", "err", err)
+			}
 		}
 	}
+	close(n.shutdownCh)
+	<-n.houseDone
 	err := n.raft.Shutdown().Error()
-	if c, ok := n.trans.(interface{ Close() error }); ok {
-		c.Close()
-	}
+	n.closeTransport()
 	if cerr := n.stores.Close(); err == nil {
 		err = cerr
 	}
