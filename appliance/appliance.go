@@ -52,7 +52,12 @@ func Run(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer a.shutdown()
 
-	node, err := cluster.Open(cluster.Config{ID: cfg.Node.ID, DataDir: cfg.Node.DataDir, RaftBind: raftBind(cfg), Logger: log})
+	cc, err := ClusterConfig(cfg)
+	if err != nil {
+		return err
+	}
+	cc.Logger = log
+	node, err := cluster.Open(cc)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -65,31 +70,44 @@ func Run(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = node.WaitLeader(waitCtx)
 	cancel()
-	if err != nil {
+	if err != nil && !a.clustered() {
 		return err
 	}
+	if err != nil {
+		// A member that restarts on the minority side still serves what
+		// it can (the API, stale DNS); its writes wait for a leader.
+		log.Warn("starting without a cluster leader", "err", err)
+	}
 	a.Metrics.MustRegister(newRaftCollector(node), newStoreCollector(node.Store))
-	if a.Store.IsLeader() {
-		if err := syncConfig(ctx, a.Store, cfg, log); err != nil {
-			return fmt.Errorf("applying config to the store: %w", err)
-		}
+	if err := a.applyConfig(ctx); err != nil {
+		return err
 	}
 
 	token, err := api.LoadOrCreateToken(cfg.Node.DataDir)
 	if err != nil {
 		return err
 	}
-	for _, start := range []struct {
+	services := []struct {
 		name string
 		fn   func(context.Context) error
 	}{
 		{"dhcp", a.startDHCP},
 		{"dns", a.startDNS},
 		{"provisioner", a.startProvisioner},
-	} {
+	}
+	if a.witness() {
+		for _, s := range services {
+			a.Health.Set(s.name, true, "not run on a witness")
+		}
+		services = nil
+	}
+	for _, start := range services {
 		if err := start.fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", start.name, err)
 		}
+	}
+	if a.clustered() {
+		a.goRun(func() { a.publishMember(ctx) })
 	}
 	a.mountSiteCert(a.Mux)
 	srv := api.NewServer(api.Options{
@@ -117,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		srv.Shutdown(sctx)
 	})
 	log.Info("branchbox ready", "node", cfg.Node.ID, "version", version, "api", ln.Addr().String(),
-		"role", node.State(), "sites", len(a.Store.Sites()))
+		"role", node.State(), "member", node.Role(), "sites", len(a.Store.Sites()))
 
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -157,11 +175,45 @@ func (a *App) status() api.Status {
 	return st
 }
 
-func raftBind(cfg *config.Config) string {
-	if cfg.Node.Cluster == nil {
-		return ""
+// applyConfig writes the config file's sites and profiles to the store.
+// A single box does it at once. A cluster member does it through the
+// leader, in the background when there is no leader yet, and only when
+// its file names sites or profiles: a member whose file names none (a
+// witness, a box joined only to replicate) must not remove the others'.
+func (a *App) applyConfig(ctx context.Context) error {
+	if !a.clustered() {
+		if err := syncConfig(ctx, a.Store, a.Cfg, a.Log); err != nil {
+			return fmt.Errorf("applying config to the store: %w", err)
+		}
+		return nil
 	}
-	return cfg.Node.Cluster.Raft
+	if len(a.Cfg.Sites) == 0 && len(a.Cfg.Profiles) == 0 {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err := syncConfig(sctx, a.Store, a.Cfg, a.Log)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	a.Log.Warn("config not yet applied to the cluster; retrying", "err", err)
+	a.goRun(func() {
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			err := syncConfig(sctx, a.Store, a.Cfg, a.Log)
+			cancel()
+			if err == nil {
+				a.Log.Info("config applied to the cluster")
+				return
+			}
+		}
+	})
+	return nil
 }
 
 // InterfaceAddr returns this box's IPv4 address on the named interface

@@ -67,11 +67,19 @@ func dnsConfig(c config.DNS) dnsserver.Config {
 	}
 }
 
-// provisionServerAddrs is where a site's devices reach this box's
+// provisionServerAddrs is where a site's devices reach a provisioner: in
+// a cluster every live member serving the site, else this box.
+func (a *App) provisionServerAddrs(s cluster.Site) []netip.Addr {
+	if a.clustered() {
+		return a.clusterProvisionServerAddrs(s)
+	}
+	return a.ownProvisionServerAddrs(s)
+}
+
+// ownProvisionServerAddrs is where a site's devices reach this box's
 // provisioner: its address on the site's interface, or, for a relayed
 // site, every provisioner.advertise address (IPv6 ones give AAAA records).
-// The HA wiring replaces this with the live members' addresses.
-func (a *App) provisionServerAddrs(s cluster.Site) []netip.Addr {
+func (a *App) ownProvisionServerAddrs(s cluster.Site) []netip.Addr {
 	if s.Interface != "" && !s.Relay {
 		addr, err := a.siteServerAddr(s)
 		if err != nil {

@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
+
+// joinedMark, in the credentials directory, says they were granted by a
+// cluster this node joined rather than made by this node as founder.
+const joinedMark = "joined"
 
 // Roles a member plays.
 const (
@@ -94,6 +99,11 @@ func joinCluster(cfg Config) (*pki, error) {
 				lastErr = fmt.Errorf("join %s: %w", addr, err)
 			case resp.Grant != nil:
 				if err := writePKI(cfg.DataDir, *resp.Grant, keyPEM); err != nil {
+					return nil, err
+				}
+				// The mark keeps a later start from founding a cluster of
+				// its own with these credentials.
+				if err := writeFileSync(pkiPath(cfg.DataDir, joinedMark), []byte(addr+"\n")); err != nil {
 					return nil, err
 				}
 				p, ok, err := loadPKI(cfg.DataDir)
@@ -350,4 +360,49 @@ func (n *Node) Token() string {
 		return ""
 	}
 	return n.pki.Token()
+}
+
+// Leave takes this member out of the cluster. A leader hands leadership
+// on first, so the removal is committed by the members that stay.
+func (n *Node) Leave(ctx context.Context, force bool) error {
+	if n.raft.State() == raft.Leader {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("handing leadership on before leaving: %w", err)
+		}
+	}
+	return n.Remove(ctx, n.id, force)
+}
+
+// TokenFromDir reads the join token of the member whose data directory
+// is dataDir, without a running node.
+func TokenFromDir(dataDir string) (string, error) {
+	p, ok, err := loadPKI(dataDir)
+	switch {
+	case err != nil:
+		return "", err
+	case !ok:
+		return "", fmt.Errorf("%s holds no cluster credentials: is node.cluster set and has the box started once?", dataDir)
+	case p.joinSecret == nil:
+		return "", errors.New("this member holds no join secret (a witness): ask a full member")
+	}
+	return p.Token(), nil
+}
+
+// Join obtains cluster credentials for cfg's node before its first start,
+// so that serve starts it as a member even with no join list in its
+// config.
+func Join(cfg Config) error {
+	if cfg.Role == "" {
+		cfg.Role = RoleVoter
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if _, ok, _ := loadPKI(cfg.DataDir); ok {
+		return fmt.Errorf("%s already holds cluster credentials", cfg.DataDir)
+	}
+	if _, err := joinCluster(cfg); err != nil {
+		return err
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -213,7 +214,8 @@ func open(cfg Config, raftDir string, stores *raftStores) (*Node, error) {
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
 
-	if !has && len(cfg.Join) == 0 {
+	_, joinedErr := os.Stat(pkiPath(cfg.DataDir, joinedMark))
+	if !has && errors.Is(joinedErr, fs.ErrNotExist) {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}}}
 		if err := raft.BootstrapCluster(rc, logs, stores.stable, snaps, n.trans, boot); err != nil {
 			n.closeTransport()

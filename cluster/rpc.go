@@ -21,7 +21,8 @@ type rpcRequest struct {
 }
 
 type rpcResponse struct {
-	Error string `json:"error,omitempty"`
+	Error   string `json:"error,omitempty"`
+	ErrKind string `json:"err_kind,omitempty"`
 	// NotLeader says the request needs the leader and this member is not
 	// it; Leader is where to go instead, when known.
 	NotLeader bool        `json:"not_leader,omitempty"`
@@ -45,6 +46,7 @@ type wireErr struct {
 
 var errKinds = map[string]error{
 	"conflict": ErrConflict, "not-found": ErrNotFound, "consumed": ErrConsumed, "expired": ErrExpired,
+	"two-voters": ErrTwoVoters,
 }
 
 func toWireErr(err error) *wireErr {
@@ -139,7 +141,7 @@ func (n *Node) handleRPC(peer peerIdentity, req rpcRequest) rpcResponse {
 			detail, err = n.removeMember(req.ID, req.Force)
 		}
 		if err != nil {
-			return rpcResponse{Error: err.Error()}
+			return rpcResponse{Error: err.Error(), ErrKind: toWireErr(err).Kind}
 		}
 		return rpcResponse{Detail: detail}
 	}
@@ -186,7 +188,7 @@ func (n *Node) toLeader(ctx context.Context, req rpcRequest, hold time.Duration)
 		}
 		if !retry {
 			if resp.Error != "" {
-				return resp, errors.New(resp.Error)
+				return resp, &remoteErr{msg: resp.Error, kind: errKinds[resp.ErrKind]}
 			}
 			return resp, nil
 		}

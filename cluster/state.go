@@ -27,7 +27,8 @@ type state struct {
 	Audit    []AuditEntry       `json:"audit"`
 	AuditSeq uint64             `json:"audit_seq"`
 
-	Authorities map[string]Authority `json:"authorities"` // see authority.go
+	Authorities map[string]Authority    `json:"authorities"` // see authority.go
+	Members     map[string]MemberRecord `json:"members"`     // see members.go
 
 	// bound indexes the bound lease of each (site, client) so a commit
 	// does not scan every lease; it is derived, never serialised.
@@ -48,6 +49,7 @@ func (s *state) clone() *state {
 	c.PSKs = maps.Clone(s.PSKs)
 	c.Leases = maps.Clone(s.Leases)
 	c.Authorities = maps.Clone(s.Authorities)
+	c.Members = maps.Clone(s.Members)
 	c.Audit = slices.Clone(s.Audit)
 	c.Devices = make(map[string]Device, len(s.Devices))
 	for k, d := range s.Devices {
@@ -91,6 +93,7 @@ func newState() *state {
 		bound:    map[clientKey]string{},
 
 		Authorities: map[string]Authority{},
+		Members:     map[string]MemberRecord{},
 	}
 }
 
@@ -120,6 +123,8 @@ func (s *state) apply(cmd Command) error {
 		delete(s.Profiles, c.Name)
 	case *DeviceUpdate:
 		return s.updateDevice(c)
+	case *PutMember:
+		return s.putMember(c)
 	case *DeleteDevice:
 		if _, ok := s.Devices[c.UUID]; !ok {
 			return fmt.Errorf("device %q: %w", c.UUID, ErrNotFound)
@@ -310,6 +315,7 @@ var commandFactories = map[CmdType]func() Command{
 	TypeLeaseExpire:     func() Command { return &LeaseExpire{} },
 	TypeAudit:           func() Command { return &Audit{} },
 	TypeCreateAuthority: func() Command { return &CreateAuthority{} },
+	TypePutMember:       func() Command { return &PutMember{} },
 }
 
 // errSkip marks an unknown command whose type carries IgnoreUnknown.

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -33,9 +34,13 @@ type Store interface {
 	Watch() (<-chan struct{}, func())
 }
 
-// Cluster reports membership.
+// Cluster reports and changes membership.
 type Cluster interface {
 	Members() ([]cluster.Member, error)
+	// Remove takes member id out; Leave takes this node out. Both refuse
+	// to leave exactly two voters unless force is set.
+	Remove(ctx context.Context, id string, force bool) error
+	Leave(ctx context.Context, force bool) error
 }
 
 // SiteWriter validates and stores sites written through the API.
@@ -140,6 +145,8 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("GET /api/v1/devices/{uuid}", h.device)
 	mux.HandleFunc("GET /api/v1/leases", h.leases)
 	mux.HandleFunc("GET /api/v1/cluster", h.cluster)
+	mux.HandleFunc("DELETE /api/v1/cluster/members/{id}", h.removeMember)
+	mux.HandleFunc("POST /api/v1/cluster/leave", h.leave)
 	mux.HandleFunc("GET /api/v1/sites", h.sites)
 	mux.HandleFunc("POST /api/v1/sites", h.putSite)
 	mux.HandleFunc("DELETE /api/v1/sites/{name}", h.deleteSite)
@@ -225,6 +232,27 @@ func (h *handlers) cluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpjson.Write(w, m)
+}
+
+func (h *handlers) removeMember(w http.ResponseWriter, r *http.Request) {
+	h.membershipChange(w, h.o.Cluster.Remove(r.Context(), r.PathValue("id"), r.URL.Query().Get("force") == "1"))
+}
+
+func (h *handlers) leave(w http.ResponseWriter, r *http.Request) {
+	h.membershipChange(w, h.o.Cluster.Leave(r.Context(), r.URL.Query().Get("force") == "1"))
+}
+
+func (h *handlers) membershipChange(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, cluster.ErrNotFound):
+		httpjson.Error(w, http.StatusNotFound, err)
+	case errors.Is(err, cluster.ErrTwoVoters):
+		httpjson.Error(w, http.StatusConflict, err)
+	case err != nil:
+		httpjson.Error(w, http.StatusServiceUnavailable, err)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 // SiteView converts a stored site for output.

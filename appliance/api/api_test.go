@@ -21,6 +21,9 @@ import (
 
 type fakeCluster struct{}
 
+func (fakeCluster) Remove(context.Context, string, bool) error { return nil }
+func (fakeCluster) Leave(context.Context, bool) error          { return nil }
+
 func (fakeCluster) Members() ([]cluster.Member, error) {
 	return []cluster.Member{{ID: "box1", Address: "local", Role: "leader", Voter: true, Leader: true}}, nil
 }

@@ -34,9 +34,15 @@ type Node struct {
 
 // Cluster is present when the node is part of a multi-node cluster.
 type Cluster struct {
+	// Raft is this member's cluster port (raft and member RPC, mutual
+	// TLS): the address the others dial, so not a wildcard.
 	Raft string   `yaml:"raft"`
 	Join []string `yaml:"join"`
 	Role string   `yaml:"role"` // voter | witness
+	// JoinToken (or JoinTokenFile, which keeps it out of the config) is
+	// the founder's `ctl cluster token`; needed only on first start.
+	JoinToken     string `yaml:"join_token"`
+	JoinTokenFile string `yaml:"join_token_file"`
 }
 
 // DNS configures the embedded DNS server.

@@ -86,16 +86,26 @@ func (c *Config) validate() Errors {
 		for i, j := range cl.Join {
 			checkHostPort(add, fmt.Sprintf("node.cluster.join[%d]", i), j)
 		}
-		// Joining needs the join/forwarding path of a later version; a node
-		// that bootstrapped alone beside configured peers would be a second
-		// leader answering DHCP on the same LAN, so refuse rather than guess.
-		if len(cl.Join) > 0 {
-			add("node.cluster.join", "joining other members is not supported in this version (single-node clusters only)")
+		if host, _, err := net.SplitHostPort(cl.Raft); err == nil {
+			if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+				add("node.cluster.raft", "%q: give the address other members reach this one at, not a wildcard", cl.Raft)
+			}
+		}
+		if len(cl.Join) > 0 && cl.JoinToken == "" && cl.JoinTokenFile == "" {
+			add("node.cluster.join_token", "joining needs the join token (run `ctl cluster token` on a member); set join_token or join_token_file")
+		}
+		if cl.JoinToken != "" && cl.JoinTokenFile != "" {
+			add("node.cluster.join_token", "set join_token or join_token_file, not both")
 		}
 		switch cl.Role {
 		case "voter":
 		case "witness":
-			add("node.cluster.role", "witness is not supported in this version (single-node clusters only)")
+			if len(cl.Join) == 0 {
+				add("node.cluster.join", "a witness cannot found a cluster: list the members it joins")
+			}
+			if len(c.Sites) > 0 {
+				add("sites", "a witness serves no sites (no DHCP, DNS or provisioner): remove them, or make this member a voter")
+			}
 		default:
 			add("node.cluster.role", "%q is not voter or witness", cl.Role)
 		}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/branchbox/branchbox/appliance"
 	"github.com/branchbox/branchbox/appliance/api"
 	"github.com/branchbox/branchbox/appliance/config"
 	"github.com/branchbox/branchbox/cluster"
@@ -23,6 +24,11 @@ const ctlUsage = `usage: branchbox ctl [--config FILE] [--output json|table] COM
 commands:
   status                                 this node: version, raft role, leader, service health
   cluster status                         members, one per line; the leader is marked "leader"
+  cluster token                          the join token new members need (read from data_dir)
+  cluster join ADDR... --token T         before this box's first start (needs --config with
+                                         node.cluster): be admitted by a member at ADDR
+  cluster leave [--force]                take this box out of the cluster
+  cluster remove ID [--force]            take member ID out (a dead box)
   devices [--state S] [--site S]         devices and their provisioning state
   devices show UUID                      one device with its history
   devices --watch [--site S]             follow devices live: each state change, then the
@@ -66,7 +72,7 @@ func parseCtlArgs(args []string) (ctlArgs, error) {
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-		if name == "watch" && !hasVal {
+		if (name == "watch" || name == "force") && !hasVal {
 			a.flags[name] = "true"
 			continue
 		}
@@ -115,6 +121,13 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg = c
 	}
+	if len(a.rest) > 1 && a.rest[0] == "cluster" && (a.rest[1] == "token" || a.rest[1] == "join") {
+		if err := ctlClusterOffline(cfg, a, stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
 	c, err := api.NewClient(cfg.Node.API, cfg.Node.DataDir)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -158,11 +171,26 @@ func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
 			return err
 		}
 		return render(w, a.output, ms, func(t *tabwriter.Writer) {
-			fmt.Fprintln(t, "ID\tADDRESS\tROLE\tVOTER")
+			fmt.Fprintln(t, "ID\tADDRESS\tROLE\tKIND\tVOTER\tAPPLIED\tLAST CONTACT")
 			for _, m := range ms {
-				fmt.Fprintf(t, "%s\t%s\t%s\t%v\n", m.ID, m.Address, m.Role, m.Voter)
+				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%v\t%d\t%s\n", m.ID, m.Address, m.Role, m.Kind, m.Voter, m.AppliedIndex, m.LastContact)
 			}
 		})
+	case cmd == "cluster" && sub == "leave":
+		if err := c.Do("POST", "/api/v1/cluster/leave"+forceQuery(a), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "left the cluster: stop this box; wipe its data_dir before it joins again")
+		return nil
+	case cmd == "cluster" && sub == "remove":
+		if len(a.rest) != 3 {
+			return usageError("cluster remove needs a member id")
+		}
+		if err := c.Do("DELETE", "/api/v1/cluster/members/"+url.PathEscape(a.rest[2])+forceQuery(a), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "removed %s\n", a.rest[2])
+		return nil
 	case cmd == "devices" && sub == "show":
 		if len(a.rest) != 3 {
 			return usageError("devices show needs a UUID")
@@ -385,4 +413,45 @@ func okWord(ok bool) string {
 		return "ok"
 	}
 	return "DOWN"
+}
+
+func forceQuery(a ctlArgs) string {
+	if a.flags["force"] == "true" {
+		return "?force=1"
+	}
+	return ""
+}
+
+// ctlClusterOffline runs the cluster commands that work on a box's data
+// directory rather than its API: it may not be running (join), or the
+// secret should not travel over the API (token).
+func ctlClusterOffline(cfg *config.Config, a ctlArgs, w io.Writer) error {
+	if a.rest[1] == "token" {
+		tok, err := cluster.TokenFromDir(cfg.Node.DataDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, tok)
+		return nil
+	}
+	cl := cfg.Node.Cluster
+	if a.config == "" || cl == nil {
+		return usageError("cluster join needs --config FILE with node.cluster.raft set")
+	}
+	if len(a.rest) < 3 {
+		return usageError("cluster join needs the address of a member")
+	}
+	cc, err := appliance.ClusterConfig(cfg)
+	if err != nil {
+		return err
+	}
+	cc.Join = a.rest[2:]
+	if t := a.flags["token"]; t != "" {
+		cc.JoinToken = t
+	}
+	if err := cluster.Join(cc); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "admitted as %s (%s); start it with: branchbox serve --config %s\n", cc.ID, cc.Role, a.config)
+	return nil
 }
