@@ -18,9 +18,10 @@ import (
 
 // Intervals of the DNS service's background work.
 const (
-	// provisionerRefresh re-reads interface addresses the store cannot
-	// signal a change of.
-	provisionerRefresh = 5 * time.Second
+	// provisionerRefresh re-reads what the store cannot signal a change
+	// of: interface addresses, and which cluster members are live (a dead
+	// member leaves the answers within this plus the liveness window).
+	provisionerRefresh = 2 * time.Second
 	dnsProbeEvery      = 10 * time.Second
 )
 

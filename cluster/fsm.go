@@ -19,6 +19,7 @@ var _ raft.FSM = fsm{}
 type applyResult struct {
 	err   error
 	items []error
+	index uint64 // the entry's raft index, set by the proposer
 }
 
 func (f fsm) Apply(l *raft.Log) any {

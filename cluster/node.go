@@ -105,6 +105,7 @@ func (p raftProposer) propose(ctx context.Context, data []byte) (applyResult, er
 		return applyResult{}, err
 	}
 	res, _ := f.Response().(applyResult)
+	res.index = f.Index()
 	return res, nil
 }
 

@@ -37,6 +37,7 @@ type rpcResponse struct {
 type wireResult struct {
 	Err   *wireErr   `json:"err,omitempty"`
 	Items []*wireErr `json:"items,omitempty"`
+	Index uint64     `json:"index"`
 }
 
 type wireErr struct {
@@ -79,7 +80,7 @@ func (w *wireErr) err() error {
 }
 
 func toWire(r applyResult) *wireResult {
-	w := &wireResult{Err: toWireErr(r.err)}
+	w := &wireResult{Err: toWireErr(r.err), Index: r.index}
 	for _, e := range r.items {
 		w.Items = append(w.Items, toWireErr(e))
 	}
@@ -90,7 +91,7 @@ func (w *wireResult) result() applyResult {
 	if w == nil {
 		return applyResult{}
 	}
-	r := applyResult{err: w.Err.err()}
+	r := applyResult{err: w.Err.err(), index: w.Index}
 	for _, e := range w.Items {
 		r.items = append(r.items, e.err())
 	}
@@ -230,7 +231,13 @@ func (p forwardingProposer) propose(ctx context.Context, data []byte) (applyResu
 	if err != nil {
 		return applyResult{}, err
 	}
-	return resp.Result.result(), nil
+	res := resp.Result.result()
+	// Read your own writes: a caller that reads the store right after
+	// its write must see it, so wait for this member to apply it too.
+	if err := p.n.Store.waitApplied(ctx, res.index); err != nil {
+		return res, fmt.Errorf("committed as entry %d, not yet applied here: %w", res.index, err)
+	}
+	return res, nil
 }
 
 func (p forwardingProposer) isLeader() bool { return p.n.raft.State() == raft.Leader }

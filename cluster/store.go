@@ -176,6 +176,22 @@ func (s *Store) applyEntry(index uint64, data []byte) applyResult {
 	return res
 }
 
+// waitApplied returns once the command at raft index idx is applied
+// here, or when ctx ends (or 10 s pass).
+func (s *Store) waitApplied(ctx context.Context, idx uint64) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for s.AppliedIndex() < idx {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
 // AppliedIndex is the raft index of the last applied command.
 func (s *Store) AppliedIndex() uint64 {
 	s.mu.RLock()
