@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -20,7 +21,7 @@ func ClusterConfig(cfg *config.Config) (cluster.Config, error) {
 	if cl == nil {
 		return cc, nil
 	}
-	cc.RaftBind, cc.Join, cc.Role, cc.JoinToken = cl.Raft, cl.Join, cl.Role, cl.JoinToken
+	cc.RaftBind, cc.Join, cc.Role, cc.JoinToken, cc.Heartbeat = cl.Raft, cl.Join, cl.Role, cl.JoinToken, cl.Heartbeat.Std()
 	if cl.JoinTokenFile != "" {
 		b, err := os.ReadFile(cfg.Path(cl.JoinTokenFile))
 		if err != nil {
@@ -119,4 +120,26 @@ func (a *App) clusterProvisionServerAddrs(s cluster.Site) []netip.Addr {
 		return a.ownProvisionServerAddrs(s)
 	}
 	return out
+}
+
+// dhcpPeer recognises the other members' addresses on a site, so the
+// leader answers REQUESTs a client addressed to a member that has failed
+// (nil on a single box).
+func (a *App) dhcpPeer() func(site string, addr net.IP) bool {
+	if !a.clustered() {
+		return nil
+	}
+	return func(site string, addr net.IP) bool {
+		for _, m := range a.Store.MemberRecords() {
+			if m.ID == a.Cfg.Node.ID {
+				continue
+			}
+			for _, s := range m.SiteAddrs[site] {
+				if ip := net.ParseIP(s); ip != nil && ip.Equal(addr) {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }

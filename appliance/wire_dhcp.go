@@ -15,6 +15,7 @@ func (a *App) startDHCP(ctx context.Context) error {
 		Logger:      a.Log,
 		Registerer:  a.Metrics,
 		Health:      a.Health.Reporter("dhcp"),
+		Peer:        a.dhcpPeer(),
 	})
 	a.goRun(func() {
 		if err := srv.Run(ctx); err != nil {

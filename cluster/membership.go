@@ -293,6 +293,21 @@ func (n *Node) askPromotion() {
 	}
 }
 
+// followLeadership hands leadership on the moment a witness wins it;
+// housekeeping retries if that transfer fails.
+func (n *Node) followLeadership(ch <-chan bool) {
+	for {
+		select {
+		case <-n.shutdownCh:
+			return
+		case leader := <-ch:
+			if leader {
+				n.shedWitnessLeadership()
+			}
+		}
+	}
+}
+
 // A witness must not stay leader: it runs no DHCP, so while it leads
 // nobody answers clients.
 func (n *Node) shedWitnessLeadership() {

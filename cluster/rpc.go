@@ -121,7 +121,7 @@ func (n *Node) handleRPC(peer peerIdentity, req rpcRequest) rpcResponse {
 		}
 		res, err := n.local.propose(context.Background(), req.Data)
 		if err != nil {
-			if errors.Is(err, raft.ErrNotLeader) {
+			if notAccepted(err) {
 				return n.notLeader()
 			}
 			return rpcResponse{Error: err.Error()}
@@ -212,6 +212,13 @@ func isDialError(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
+// notAccepted reports a refusal that certainly left the command out of
+// the log, so it may be retried on whoever leads next: unlike
+// ErrLeadershipLost, which may come after the entry was committed.
+func notAccepted(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
 // forwardHold is how long a write waits for a leader to appear, about an
 // election and a half: long enough to ride out a failover, short enough
 // that a minority member answers "no leader" while a person still waits.
@@ -223,7 +230,7 @@ type forwardingProposer struct{ n *Node }
 func (p forwardingProposer) propose(ctx context.Context, data []byte) (applyResult, error) {
 	if p.n.raft.State() == raft.Leader {
 		res, err := p.n.local.propose(ctx, data)
-		if !errors.Is(err, raft.ErrNotLeader) {
+		if !notAccepted(err) {
 			return res, err
 		}
 	}

@@ -43,6 +43,10 @@ type Cluster struct {
 	// the founder's `ctl cluster token`; needed only on first start.
 	JoinToken     string `yaml:"join_token"`
 	JoinTokenFile string `yaml:"join_token_file"`
+	// Heartbeat is raft's heartbeat/election timeout: 500ms by default,
+	// for members on one LAN; raise it (1s–2s) for a witness across a
+	// WAN with round trips over ~50 ms. Every member should use the same.
+	Heartbeat Duration `yaml:"heartbeat"`
 }
 
 // DNS configures the embedded DNS server.

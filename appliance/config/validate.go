@@ -94,6 +94,9 @@ func (c *Config) validate() Errors {
 		if len(cl.Join) > 0 && cl.JoinToken == "" && cl.JoinTokenFile == "" {
 			add("node.cluster.join_token", "joining needs the join token (run `ctl cluster token` on a member); set join_token or join_token_file")
 		}
+		if hb := cl.Heartbeat.Std(); hb != 0 && (hb < 100*time.Millisecond || hb > 10*time.Second) {
+			add("node.cluster.heartbeat", "%s is outside 100ms–10s", hb)
+		}
 		if cl.JoinToken != "" && cl.JoinTokenFile != "" {
 			add("node.cluster.join_token", "set join_token or join_token_file, not both")
 		}

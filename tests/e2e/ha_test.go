@@ -185,13 +185,25 @@ func newHALab(t *testing.T) *haLab {
 		l.members[id] = m
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
-			for _, id := range []string{"a", "b", "w"} {
-				m := l.members[id]
-				if m.proc != nil {
-					t.Logf("%s log (earlier runs: %d):\n%s", id, len(m.logs), tail(m.proc.Output(), 40))
+		if !t.Failed() && os.Getenv("BRANCHBOX_HA_LOGS") == "" {
+			return
+		}
+		// Whole logs go to out/ (raft's retries flood the tail).
+		os.MkdirAll("out", 0o755)
+		for _, id := range []string{"a", "b", "w"} {
+			m := l.members[id]
+			if m.proc == nil {
+				continue
+			}
+			all := strings.Join(append(m.logs, m.proc.Output()), "\n--- restart ---\n")
+			os.WriteFile(filepath.Join("out", "ha-"+id+".log"), []byte(all), 0o644)
+			var mine []string
+			for _, line := range strings.Split(all, "\n") {
+				if !strings.Contains(line, "raft: ") {
+					mine = append(mine, line)
 				}
 			}
+			t.Logf("%s log without raft's lines (whole: out/ha-%s.log):\n%s", id, id, tail(strings.Join(mine, "\n"), 30))
 		}
 	})
 	return l

@@ -25,8 +25,13 @@ type Env struct {
 	Site     cluster.Site
 	Subnet   netip.Prefix
 	ServerIP net.IP // the appliance's own address facing this site's clients
-	Leases   *leases.Book
-	Log      *slog.Logger
+	// Peer reports whether addr is another member of this appliance's
+	// cluster serving the site: the members answer as one server, so a
+	// REQUEST naming a member that failed is the survivor's to answer.
+	// Nil on a single box.
+	Peer   func(site string, addr net.IP) bool
+	Leases *leases.Book
+	Log    *slog.Logger
 }
 
 // Setup builds a plugin's handler for one site. A nil Handler with a nil

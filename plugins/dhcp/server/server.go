@@ -48,6 +48,9 @@ type Options struct {
 	// 2048, half a second of commits at 4,000 leases/s: enough to ride out
 	// a slow disk flush, short of answering requests long given up on.
 	MaxInFlight int
+	// Peer reports whether an address is another cluster member serving
+	// the site (see chain.Env.Peer); nil on a single box.
+	Peer func(site string, addr net.IP) bool
 }
 
 // Server is the DHCPv4 server.
@@ -242,7 +245,7 @@ func (s *Server) buildSite(rec cluster.Site) (*site, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.registry.Build(chain.Env{Site: rec, Subnet: subnet, ServerIP: ip, Leases: s.book, Log: s.log}, Order...)
+	c, err := s.registry.Build(chain.Env{Site: rec, Subnet: subnet, ServerIP: ip, Peer: s.opts.Peer, Leases: s.book, Log: s.log}, Order...)
 	if err != nil {
 		return nil, err
 	}

@@ -22,8 +22,11 @@ func setup(env chain.Env) (chain.Handler, error) {
 	opt := chain.NewPreset(dhcpv4.OptServerIdentifier(id))
 	return func(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 		// A client that names another server in REQUEST, RELEASE or DECLINE
-		// has chosen that server; answering would fight it.
-		if theirs := req.ServerIdentifier(); theirs != nil && !theirs.Equal(id) {
+		// has chosen that server; answering would fight it — unless it is
+		// a member of this cluster, which only answers while it leads: a
+		// client whose REQUEST went to a leader that died gets its ACK from
+		// the next one rather than after its own timeout.
+		if theirs := req.ServerIdentifier(); theirs != nil && !theirs.Equal(id) && (env.Peer == nil || !env.Peer(env.Site.Name, theirs)) {
 			return nil, true
 		}
 		opt.Set(resp)

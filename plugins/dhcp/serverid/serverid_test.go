@@ -11,7 +11,8 @@ import (
 )
 
 func TestServerID(t *testing.T) {
-	h, err := setup(chain.Env{Site: cluster.Site{Name: "s"}, ServerIP: net.IPv4(10, 0, 0, 1)})
+	peer := func(site string, addr net.IP) bool { return site == "s" && addr.Equal(net.IPv4(10, 0, 0, 3)) }
+	h, err := setup(chain.Env{Site: cluster.Site{Name: "s"}, ServerIP: net.IPv4(10, 0, 0, 1), Peer: peer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,6 +24,7 @@ func TestServerID(t *testing.T) {
 		{"no server id", nil, false},
 		{"ours", net.IPv4(10, 0, 0, 1), false},
 		{"another server", net.IPv4(10, 0, 0, 2), true},
+		{"another member of this cluster", net.IPv4(10, 0, 0, 3), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
