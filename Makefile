@@ -2,7 +2,7 @@ GO      ?= go
 LDFLAGS := -s -w
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build deps test vet demo bench clean
+.PHONY: all build deps test vet demo bench clean image vm config-disk
 
 all: build
 
@@ -28,6 +28,20 @@ demo: deps build
 bench: build
 	@sh scripts/deps.sh bench
 	sh scripts/bench.sh
+
+# The bootable appliance: image/out/vmlinuz (and vmlinux) + initramfs.cpio.gz.
+image: deps
+	@sh image/build.sh
+
+# image/out/config.img: an ext4 disk with branchbox.yaml, the files it names,
+# NETWORK (optional) as network.conf, and branchbox-data/ for persistence.
+config-disk:
+	@[ -n "$(CONFIG)" ] || { echo "usage: make config-disk CONFIG=file.yaml [NETWORK=network.conf]"; exit 2; }
+	$(GO) run ./image/cmd/configdisk --config "$(CONFIG)" $(if $(NETWORK),--network "$(NETWORK)") --out image/out/config.img
+
+# Boots the image in QEMU with a tap network in a namespace (image/vm.sh).
+vm: image
+	@sh image/vm.sh
 
 clean:
 	rm -rf bin image/out
