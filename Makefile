@@ -19,8 +19,9 @@ vet:
 	$(GO) vet ./...
 
 # Every test: unit, fuzz seed corpora, end-to-end in network namespaces.
-test: deps build vet
-	BRANCHBOX_BIN=$(CURDIR)/bin/branchbox AMTSIM_BIN=$(CURDIR)/bin/amtsim $(GO) test -count=1 -timeout 45m ./...
+# The VM boot tests (image/vmtest) boot the image that `image` builds.
+test: deps build vet image
+	BRANCHBOX_BIN=$(CURDIR)/bin/branchbox AMTSIM_BIN=$(CURDIR)/bin/amtsim BRANCHBOX_IMAGE_DIR=$(CURDIR)/image/out $(GO) test -count=1 -timeout 45m ./...
 
 demo: deps build
 	sh scripts/demo.sh
@@ -30,7 +31,8 @@ bench: build
 	sh scripts/bench.sh
 
 # The bootable appliance: image/out/vmlinuz (and vmlinux) + initramfs.cpio.gz.
-image: deps
+image:
+	@sh scripts/deps.sh
 	@sh image/build.sh
 
 # image/out/config.img: an ext4 disk with branchbox.yaml, the files it names,
