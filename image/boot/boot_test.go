@@ -188,8 +188,8 @@ func TestSupervisorStopKillsRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var cmd *exec.Cmd
 	s := &Supervisor{
-		Command: func() *exec.Cmd { cmd = exec.Command("sleep", "60"); return cmd },
-		Started: func(runCtx context.Context, run int) { cancel() },
+		Command:    func() *exec.Cmd { cmd = exec.Command("sleep", "60"); return cmd },
+		Started:    func(runCtx context.Context, run int) { cancel() },
 		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, StableAfter: time.Minute,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
