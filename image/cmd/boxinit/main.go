@@ -225,7 +225,6 @@ func console(log *slog.Logger) {
 		fmt.Fprintln(os.Stdout, "branchbox console shell: branchbox keeps running; exit returns to the logs")
 		sh := exec.Command(shell)
 		sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
-		sh.Env = append(os.Environ(), "PS1=branchbox# ")
 		if err := sh.Run(); err != nil {
 			log.Warn("console shell", "err", err)
 		}
