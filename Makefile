@@ -2,7 +2,7 @@ GO      ?= go
 LDFLAGS := -s -w
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build deps test vet demo bench clean
+.PHONY: all build deps test vet demo bench clean image vm config-disk
 
 all: build
 
@@ -19,8 +19,9 @@ vet:
 	$(GO) vet ./...
 
 # Every test: unit, fuzz seed corpora, end-to-end in network namespaces.
-test: deps build vet
-	BRANCHBOX_BIN=$(CURDIR)/bin/branchbox AMTSIM_BIN=$(CURDIR)/bin/amtsim $(GO) test -count=1 -timeout 45m ./...
+# The VM boot tests (image/vmtest) boot the image that `image` builds.
+test: deps build vet image
+	BRANCHBOX_BIN=$(CURDIR)/bin/branchbox AMTSIM_BIN=$(CURDIR)/bin/amtsim BRANCHBOX_IMAGE_DIR=$(CURDIR)/image/out $(GO) test -count=1 -timeout 45m ./...
 
 demo: deps build
 	sh scripts/demo.sh
@@ -28,6 +29,21 @@ demo: deps build
 bench: build
 	@sh scripts/deps.sh bench
 	sh scripts/bench.sh
+
+# The bootable appliance: image/out/vmlinuz (and vmlinux) + initramfs.cpio.gz.
+image:
+	@sh scripts/deps.sh
+	@sh image/build.sh
+
+# image/out/config.img: an ext4 disk with branchbox.yaml, the files it names,
+# NETWORK (optional) as network.conf, and branchbox-data/ for persistence.
+config-disk:
+	@[ -n "$(CONFIG)" ] || { echo "usage: make config-disk CONFIG=file.yaml [NETWORK=network.conf]"; exit 2; }
+	$(GO) run ./image/cmd/configdisk --config "$(CONFIG)" $(if $(NETWORK),--network "$(NETWORK)") --out image/out/config.img
+
+# Boots the image in QEMU with a tap network in a namespace (image/vm.sh).
+vm: image
+	@sh image/vm.sh
 
 clean:
 	rm -rf bin image/out

@@ -3,6 +3,8 @@
 # Idempotent and quiet: only missing packages are installed.
 set -eu
 PKGS="iproute2 udhcpc isc-dhcp-client isc-dhcp-relay dnsutils openssl procps psmisc curl chromium"
+# The appliance image (make image) and its VM boot tests.
+PKGS="$PKGS qemu-system-x86 kmod xz-utils e2fsprogs"
 if [ "${1:-}" = "bench" ]; then
 	PKGS="$PKGS kea-admin kea-dhcp4-server dnsmasq-base dnsperf"
 fi
