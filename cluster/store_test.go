@@ -56,6 +56,7 @@ func everyCommand(t *testing.T, s *Store) []Command {
 		LeaseExpire{Time: t0.Add(2 * time.Minute)},
 		Audit{Entry: AuditEntry{Time: t0, Actor: "test", Action: "site.put", Subject: "b1"}},
 		CreateAuthority{Authority: Authority{Name: "management", CertPEM: "-----BEGIN CERTIFICATE-----", Key: key, Created: t0}, Time: t0},
+		PutMember{Member: MemberRecord{ID: "box1", Role: RoleVoter, SiteAddrs: map[string][]string{"b1": {"10.1.0.1"}}, Updated: t0}},
 	}
 }
 
