@@ -309,16 +309,68 @@ func (n *Node) followLeadership(ch <-chan bool) {
 }
 
 // A witness must not stay leader: it runs no DHCP, so while it leads
-// nobody answers clients.
+// nobody answers clients. It hands leadership to the full member that
+// answers now and has applied the most; raft's own choice (the most
+// up-to-date follower) may be the member whose failure made the witness
+// leader, and a transfer to it only times out.
 func (n *Node) shedWitnessLeadership() {
 	if n.role != RoleWitness || n.raft.State() != raft.Leader {
 		return
 	}
-	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+	if !n.transferring.CompareAndSwap(false, true) {
+		return
+	}
+	defer n.transferring.Store(false)
+	f := n.raft.LeadershipTransfer()
+	if s, ok := n.liveSuccessor(); ok {
+		f = n.raft.LeadershipTransferToServer(s.ID, s.Address)
+	}
+	if err := f.Error(); err != nil {
 		n.log.Warn("witness could not hand leadership on", "err", err)
 		return
 	}
 	n.log.Info("witness handed leadership to a full member")
+}
+
+// liveSuccessor asks every other voter for its state, briefly, and picks
+// the one that answered with the highest applied index.
+func (n *Node) liveSuccessor() (raft.Server, bool) {
+	cfg, err := n.configuration()
+	if err != nil || n.client == nil {
+		return raft.Server{}, false
+	}
+	type answer struct {
+		s    raft.Server
+		info *MemberInfo
+	}
+	answers := make(chan answer)
+	asked := 0
+	for _, s := range cfg.Servers {
+		if string(s.ID) == n.id || s.Suffrage != raft.Voter {
+			continue
+		}
+		asked++
+		go func(s raft.Server) {
+			var resp rpcResponse
+			if err := callTimeout(string(s.Address), connRPC, n.client, rpcRequest{Op: "info"}, &resp, 300*time.Millisecond); err != nil {
+				resp.Info = nil
+			}
+			answers <- answer{s, resp.Info}
+		}(s)
+	}
+	var best raft.Server
+	var bestApplied uint64
+	found := false
+	for range asked {
+		a := <-answers
+		if a.info == nil || a.info.Role == RoleWitness {
+			continue
+		}
+		if !found || a.info.AppliedIndex > bestApplied {
+			best, bestApplied, found = a.s, a.info.AppliedIndex, true
+		}
+	}
+	return best, found
 }
 
 // peerStatus is what this member last heard from another.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -85,6 +86,8 @@ type Node struct {
 	houseDone  chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
+
+	transferring atomic.Bool
 
 	readyMu     sync.Mutex
 	ready       map[string]time.Time

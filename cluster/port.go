@@ -231,12 +231,17 @@ func dialMember(addr string, kind byte, cfg *tls.Config, timeout time.Duration) 
 
 // call sends one request on a fresh connection and decodes one answer.
 func call(addr string, kind byte, cfg *tls.Config, req, resp any) error {
-	c, err := dialMember(addr, kind, cfg, 5*time.Second)
+	return callTimeout(addr, kind, cfg, req, resp, rpcTimeout+2*time.Second)
+}
+
+// callTimeout is call bounded by timeout, dial included.
+func callTimeout(addr string, kind byte, cfg *tls.Config, req, resp any, timeout time.Duration) error {
+	c, err := dialMember(addr, kind, cfg, min(timeout, 5*time.Second))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(rpcTimeout + 2*time.Second))
+	c.SetDeadline(time.Now().Add(timeout))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return err
 	}

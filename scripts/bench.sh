@@ -22,6 +22,10 @@ if [ -f scripts/bench-provision.sh ]; then
 	sh scripts/bench-provision.sh || status=1
 fi
 
+section "Leader failover — branchbox pair + witness vs Kea HA"
+header
+sh scripts/bench-failover.sh || status=1
+
 section "Raft lease commits (Go benchmark, single node, fsync, 64 in flight)"
 go test -run '^$' -bench LeaseCommit -benchtime 20000x ./cluster/ 2>/dev/null |
 	awk '/commits\/s/ { for (i = 1; i <= NF; i++) if ($i == "commits/s") {
