@@ -315,15 +315,69 @@ func TestHAPairAndWitness(t *testing.T) {
 	}
 
 	// Partition the leader away: its LAN link goes down.
-	leader := l.leader("")
-	other := a
-	if leader == a {
-		other = b
+	l.partition(t, load, "link down",
+		func(m *haMember) { m.ns.MustRun("ip", "link", "set", "eth1", "down") },
+		func(m *haMember) { m.ns.MustRun("ip", "link", "set", "eth1", "up") })
+	// Cut only its raft traffic: it still hears the DHCP clients, and must
+	// stop answering them once it has no quorum (a minority never commits,
+	// so it can never acknowledge; it steps down and sends nothing).
+	var cutAt time.Time
+	l.partition(t, load, "raft cut, LAN kept",
+		func(m *haMember) {
+			for _, peer := range l.members {
+				if peer != m {
+					m.ns.MustRun("ip", "route", "add", "blackhole", peer.ip+"/32")
+				}
+			}
+			cutAt = time.Now()
+		},
+		func(m *haMember) {
+			for _, a := range load.snapshot() {
+				if a.server == m.ip && a.at.After(cutAt.Add(500*time.Millisecond)) {
+					t.Errorf("%s, cut off from the others, acknowledged %s to %s at +%v", m.id, a.ip, a.mac, a.at.Sub(cutAt).Round(time.Millisecond))
+				}
+			}
+			for _, peer := range l.members {
+				if peer != m {
+					m.ns.MustRun("ip", "route", "del", "blackhole", peer.ip+"/32")
+				}
+			}
+		})
+
+	acks := load.stop()
+	l.checkLeases(t, acks)
+
+	// Membership changes: removing a voter from three is refused (two
+	// voters stop on either's loss) unless forced; the witness leaves.
+	if out, err := w.ns.Run(l.bin, "ctl", "--config", w.cfg, "cluster", "remove", "b"); err == nil || !strings.Contains(out, "exactly two") {
+		t.Errorf("removing b from three voters: %v\n%s", err, out)
 	}
-	leader.ns.MustRun("ip", "link", "set", "eth1", "down")
-	cut := time.Now()
-	ack := load.firstAckAfter(t, cut, other.ip, 30*time.Second)
-	t.Logf("partition of %s: first ACK from %s after %v", leader.id, other.id, ack.Sub(cut).Round(time.Millisecond))
+	w.ns.MustRun(l.bin, "ctl", "--config", w.cfg, "cluster", "leave", "--force")
+	l.waitCluster(a, "the witness gone", 10*time.Second, func(c map[string]haMemberView) bool {
+		_, still := c["w"]
+		return !still && len(c) == 2
+	})
+	sort.Slice(failovers, func(i, j int) bool { return failovers[i] < failovers[j] })
+	t.Logf("failover over %d kills: min %v, max %v; %d leases acknowledged", len(failovers), failovers[0].Round(time.Millisecond), failovers[len(failovers)-1].Round(time.Millisecond), len(acks))
+}
+
+// partition cuts the leader off with cut, checks the other box takes
+// over and the old leader steps down, then heals and waits for it to
+// catch up.
+func (l *haLab) partition(t *testing.T, load *dhcpLoad, how string, cut, heal func(*haMember)) {
+	t.Helper()
+	leader := l.leader("")
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	other := l.member("a")
+	if leader == other {
+		other = l.member("b")
+	}
+	cut(leader)
+	at := time.Now()
+	ack := load.firstAckAfter(t, at, other.ip, 30*time.Second)
+	t.Logf("partition of %s (%s): first ACK from %s after %v", leader.id, how, other.id, ack.Sub(at).Round(time.Millisecond))
 	var st struct{ Role string }
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -335,15 +389,12 @@ func TestHAPairAndWitness(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	leader.ns.MustRun("ip", "link", "set", "eth1", "up")
+	// Let the majority commit more while it is away.
+	time.Sleep(2 * time.Second)
+	heal(leader)
 	l.waitCluster(other, leader.id+" rejoined after the partition", 60*time.Second, func(c map[string]haMemberView) bool {
 		return c[leader.id].Role == "follower" && c[leader.id].AppliedIndex+50 >= c[other.id].AppliedIndex
 	})
-
-	acks := load.stop()
-	l.checkLeases(t, acks)
-	sort.Slice(failovers, func(i, j int) bool { return failovers[i] < failovers[j] })
-	t.Logf("failover over %d kills: min %v, max %v; %d leases acknowledged", len(failovers), failovers[0].Round(time.Millisecond), failovers[len(failovers)-1].Round(time.Millisecond), len(acks))
 }
 
 // checkLeases: every acknowledged lease is in the leader's table with the
