@@ -95,6 +95,8 @@ func joinCluster(cfg Config) (*pki, error) {
 			var resp joinResponse
 			err := call(addr, connJoin, joinTLS(tok.caHash), req, &resp)
 			switch {
+			case errors.Is(err, errWrongCluster):
+				return nil, fmt.Errorf("join %s: %w (a token from another cluster, or not that member)", addr, err)
 			case err != nil:
 				lastErr = fmt.Errorf("join %s: %w", addr, err)
 			case resp.Grant != nil:

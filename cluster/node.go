@@ -183,6 +183,8 @@ func open(cfg Config, raftDir string, stores *raftStores) (*Node, error) {
 			return nil, err
 		case !ok && has:
 			return nil, fmt.Errorf("%s holds raft state but no cluster credentials (%s): restore them, or wipe the data dir and join again", cfg.DataDir, filepath.Join(cfg.DataDir, pkiDir))
+		case !ok && len(cfg.Join) == 0 && cfg.Role == RoleWitness:
+			return nil, errors.New("a witness cannot found a cluster: list the members it joins in node.cluster.join, or run `ctl cluster join` first")
 		case !ok && len(cfg.Join) == 0:
 			if p, err = newClusterPKI(cfg.DataDir, cfg.ID, cfg.Role); err != nil {
 				return nil, err

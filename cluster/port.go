@@ -29,7 +29,10 @@ const (
 	rpcTimeout       = 10 * time.Second
 )
 
-var errPortClosed = errors.New("cluster port closed")
+var (
+	errPortClosed   = errors.New("cluster port closed")
+	errWrongCluster = errors.New("the member's CA is not the one named in the join token")
+)
 
 // clusterPort is the listener side of the cluster port.
 type clusterPort struct {
@@ -82,7 +85,7 @@ func joinTLS(caHash []byte) *tls.Config {
 				}
 			}
 			if ca == nil || len(cs.PeerCertificates) == 0 {
-				return errors.New("the member's CA is not the one named in the join token")
+				return errWrongCluster
 			}
 			pool := x509.NewCertPool()
 			pool.AddCert(ca)

@@ -122,7 +122,6 @@ func TestFieldErrors(t *testing.T) {
 		{"node: {cluster: {raft: '10.0.0.2:7000', join: ['10.0.0.1:7000'], join_token_file: tok}}", ""},
 		{"node: {cluster: {raft: '0.0.0.0:7000'}}", "node.cluster.raft: \"0.0.0.0:7000\": give the address other members reach this one at"},
 		{"node: {cluster: {raft: '10.0.0.2:7000', join: ['10.0.0.1:7000']}}", "node.cluster.join_token: joining needs the join token"},
-		{"node: {cluster: {raft: '10.0.0.3:7000', role: witness}}", "node.cluster.join: a witness cannot found a cluster"},
 		{"node: {cluster: {raft: '10.0.0.3:7000', role: witness, join: ['10.0.0.1:7000'], join_token: x}}\nsites: [{name: a, domain: a.example.com, interface: e, subnet: 10.1.0.0/24}]", "sites: a witness serves no sites"},
 		{"dns: {forward: [not-an-ip]}", "dns.forward[0]: \"not-an-ip\" is not an IP address"},
 		{"provisioner: {listne: ':9971'}", "provisioner.listne: unknown key (did you mean \"listen\"?)"},

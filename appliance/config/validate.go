@@ -103,9 +103,6 @@ func (c *Config) validate() Errors {
 		switch cl.Role {
 		case "voter":
 		case "witness":
-			if len(cl.Join) == 0 {
-				add("node.cluster.join", "a witness cannot found a cluster: list the members it joins")
-			}
 			if len(c.Sites) > 0 {
 				add("sites", "a witness serves no sites (no DHCP, DNS or provisioner): remove them, or make this member a voter")
 			}
