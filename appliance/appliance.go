@@ -57,6 +57,13 @@ func Run(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		return err
 	}
 	cc.Logger = log
+	commits := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "branchbox_raft_commit_seconds",
+		Help:    "Time from proposing a raft entry on the leader to its commit and apply (lease batches included).",
+		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16), // 100 µs … 3.3 s
+	})
+	a.Metrics.MustRegister(commits)
+	cc.OnCommit = func(d time.Duration) { commits.Observe(d.Seconds()) }
 	node, err := cluster.Open(cc)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)

@@ -35,6 +35,9 @@ type Config struct {
 	// Heartbeat is raft's heartbeat and election timeout (default
 	// DefaultHeartbeat); the leader lease is half of it.
 	Heartbeat time.Duration
+	// OnCommit, when set, is told how long each entry this node proposed
+	// as leader took from Apply to committed and applied (metrics).
+	OnCommit func(time.Duration)
 	// JoinTimeout bounds the first start's wait to be admitted (default 2m).
 	JoinTimeout time.Duration
 	Logger      *slog.Logger
@@ -99,7 +102,10 @@ type Node struct {
 
 // raftProposer commits through the local raft instance; on a follower,
 // forwardingProposer wraps it.
-type raftProposer struct{ r *raft.Raft }
+type raftProposer struct {
+	r        *raft.Raft
+	onCommit func(time.Duration)
+}
 
 func (p raftProposer) propose(ctx context.Context, data []byte) (applyResult, error) {
 	timeout := 10 * time.Second
@@ -109,9 +115,13 @@ func (p raftProposer) propose(ctx context.Context, data []byte) (applyResult, er
 			return applyResult{}, context.DeadlineExceeded
 		}
 	}
+	start := time.Now()
 	f := p.r.Apply(data, timeout)
 	if err := f.Error(); err != nil {
 		return applyResult{}, err
+	}
+	if p.onCommit != nil {
+		p.onCommit(time.Since(start))
 	}
 	res, _ := f.Response().(applyResult)
 	res.index = f.Index()
@@ -260,7 +270,7 @@ func open(cfg Config, raftDir string, stores *raftStores) (*Node, error) {
 		n.closeTransport()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n.local = raftProposer{n.raft}
+	n.local = raftProposer{r: n.raft, onCommit: cfg.OnCommit}
 	if n.port != nil {
 		n.Store.proposer = forwardingProposer{n}
 		go n.housekeeping()

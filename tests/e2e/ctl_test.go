@@ -173,7 +173,7 @@ func TestCtlEveryAction(t *testing.T) {
 		`branchbox_dhcp_leases{site="ops",state="bound"}`, `branchbox_dhcp_pool_size{site="ops"}`, `branchbox_dhcp_pool_used_ratio{site="ops"}`,
 		`branchbox_provisioner_hellos_total{result="accepted"}`, `branchbox_provisioner_activations_total{result="activated"}`,
 		`branchbox_provisioner_failures_total{reason="certificate:root-hash"}`, `branchbox_provisioner_sessions_inflight`,
-		`branchbox_devices{state="activated"} 2`, `branchbox_raft_state{state="leader"} 1`, `branchbox_raft_commit_index`,
+		`branchbox_devices{state="activated"} 2`, `branchbox_raft_state{state="leader"} 1`, `branchbox_raft_commit_index`, `branchbox_raft_commit_seconds_count`,
 		`coredns_dns_requests_total`,
 	} {
 		if !strings.Contains(metrics, series) {
