@@ -159,3 +159,58 @@ func TestPairAndWitness(t *testing.T) {
 		t.Fatalf("write after failover: %v", err)
 	}
 }
+
+// A lab cluster of five full members: all become voters, and losing the
+// leader and then another still leaves a quorum of three.
+func TestFiveVoters(t *testing.T) {
+	tc := &testCluster{t: t, nodes: map[string]*Node{}}
+	first, err := tc.open("n1", RoleVoter, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.WaitLeader(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*Node{first}
+	for _, id := range []string{"n2", "n3", "n4", "n5"} {
+		n, err := tc.open(id, RoleVoter, []string{first.port.advertise.String()}, first.Token())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	waitUntil(t, "five voters", func() bool {
+		k := kinds(t, first)
+		for _, n := range nodes {
+			if k[n.id] != RoleVoter {
+				return false
+			}
+		}
+		return true
+	})
+	for range 2 {
+		var leader *Node
+		for _, n := range nodes {
+			if n.State() == "leader" {
+				leader = n
+			}
+		}
+		if leader == nil {
+			t.Fatal("no leader")
+		}
+		leader.Close()
+		var rest []*Node
+		for _, n := range nodes {
+			if n != leader {
+				rest = append(rest, n)
+			}
+		}
+		nodes = rest
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := nodes[0].Store.Apply(ctx, PutProfile{Profile: Profile{Name: "after-" + leader.id}, Time: time.Now()})
+		cancel()
+		if err != nil {
+			t.Fatalf("write with %d of 5 left: %v", len(nodes), err)
+		}
+	}
+}
