@@ -50,7 +50,7 @@ func TestMeshCentralActivatesAMTSim(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(t.TempDir(), "meshcentral-data")
-	writeMeshCentralData(t, data, ca, adminPass, mebxPass)
+	writeMeshCentralData(t, data, ca, "127.0.0.1", adminPass, mebxPass)
 	server := ns.Start("node", filepath.Join(mc, "node_modules", "meshcentral"), "--datapath", data, "--debug", "amtsca")
 	server.WaitOutput(t, "AMT provisioning server running on port 9971", 120*time.Second)
 	t.Cleanup(func() {
@@ -148,7 +148,7 @@ func installMeshCentral(t *testing.T) string {
 // config with the AMT hello server on, the ACM chain one certificate per
 // file (leaf first), and an NeDB record for a device group whose policy
 // is ACM activation with adminPass.
-func writeMeshCentralData(t *testing.T, dir string, ca *democa.Chain, adminPass, mebxPass string) {
+func writeMeshCentralData(t *testing.T, dir string, ca *democa.Chain, helloIP, adminPass, mebxPass string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func writeMeshCentralData(t *testing.T, dir string, ca *democa.Chain, adminPass,
 	cfg := map[string]any{
 		"settings": map[string]any{
 			"cert": "mc.example.com", "port": 4430, "redirport": 0, "exactports": true, "selfupdate": false, "lanonly": true,
-			"amtprovisioningserver": map[string]any{"port": 9971, "ip": "127.0.0.1", "devicegroup": "mesh//amtlab",
+			"amtprovisioningserver": map[string]any{"port": 9971, "ip": helloIP, "devicegroup": "mesh//amtlab",
 				"newmebxpassword": mebxPass, "trustedfqdn": "example.com"},
 		},
 		"domains": map[string]any{"": map[string]any{"amtacmactivation": map[string]any{

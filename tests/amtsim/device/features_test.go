@@ -1,6 +1,10 @@
+// Firmware takes certificates with negative serials; see cmd/amtsim/main.go.
+//
+//go:debug x509negativeserial=1
 package device
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -8,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 )
@@ -208,6 +213,7 @@ func TestTLSConfiguration(t *testing.T) {
 		{"for the device key", good, PTSuccess},
 		{"the same again", good, PTDuplicate},
 		{"for a key the device does not hold", ca.issue(t, &other.PublicKey, now.Add(-time.Minute), now.Add(time.Hour)), PTSuccess},
+		{"with a negative serial, as MeshCentral's node-forge makes half the time", negativeSerial(t, ca.issue(t, &other.PublicKey, now.Add(-time.Minute), now.Add(2*time.Hour))), PTSuccess},
 	}
 	handles := map[string]string{}
 	for _, c := range certs {
@@ -262,4 +268,31 @@ func TestTLSConfiguration(t *testing.T) {
 	if d.Status().Features.TLS.Enabled || string(d.TLSCertificate().Certificate[0]) == string(served) {
 		t.Error("unprovision kept the TLS configuration")
 	}
+}
+
+// negativeSerial rewrites a certificate's serial so its DER INTEGER is
+// negative, keeping every length (the signature no longer matches, which
+// AddCertificate does not check).
+func negativeSerial(t *testing.T, b64 string) string {
+	t.Helper()
+	der, _ := base64.StdEncoding.DecodeString(b64)
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := c.SerialNumber.Bytes()
+	if enc[0]&0x80 != 0 {
+		enc = append([]byte{0}, enc...)
+	}
+	i := bytes.Index(der, append([]byte{0x02, byte(len(enc))}, enc...))
+	if i < 0 {
+		t.Fatal("serial not found in the DER")
+	}
+	out := slices.Clone(der)
+	if out[i+2] == 0 {
+		out[i+2] = 0xff
+	} else {
+		out[i+2] |= 0x80
+	}
+	return base64.StdEncoding.EncodeToString(out)
 }

@@ -49,6 +49,9 @@ type DeviceStatus struct {
 	IP        string `json:"ip,omitempty"`
 	device.Status
 	HellosSent int `json:"hellos_sent"`
+	// Time is when a state-change line was printed (JSON lines only), so
+	// a harness can time each device from its first hello to its commit.
+	Time time.Time `json:"time,omitzero"`
 }
 
 type member struct {
@@ -128,6 +131,7 @@ func (f *Fleet) Status() []DeviceStatus {
 func (f *Fleet) print(m *member, s device.Status) {
 	ds := m.status()
 	ds.Status = s
+	ds.Time = time.Now().UTC()
 	f.outMu.Lock()
 	defer f.outMu.Unlock()
 	PrintStatus(f.cfg.Out, ds, f.cfg.StatusJSON)
@@ -288,6 +292,7 @@ func (f *Fleet) boot(ctx context.Context, m *member) {
 			m.mu.Lock()
 			m.hellos++
 			m.mu.Unlock()
+			f.print(m, withEvent(m.dev.Status(), "hello"))
 		},
 	}
 	h.Run(ctx)

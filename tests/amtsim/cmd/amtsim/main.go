@@ -4,6 +4,15 @@
 //	amtsim --count N --interface IF [...]              N devices that boot like hardware
 //
 // Run either form with --help for every flag.
+//
+// Go's crypto/x509 refuses certificates whose serial number is negative
+// since Go 1.23; firmware takes them. MeshCentral (node-forge) issues a
+// device's TLS certificate with a random serial that is negative about
+// half the time, and activates real AMT devices with them [inferred:
+// MeshCentral is used against real fleets and would otherwise fail one
+// activation in two; seen: amtsim refusing one in ten at AddCertificate].
+//
+//go:debug x509negativeserial=1
 package main
 
 import (
