@@ -22,6 +22,19 @@ if [ -f scripts/bench-provision.sh ]; then
 	sh scripts/bench-provision.sh || status=1
 fi
 
+section "AMT activations, the same amtsim fleet — branchbox vs MeshCentral"
+header
+out=$(mktemp)
+if BRANCHBOX_BENCH_ACTIVATIONS=${BENCH_MC_DEVICES:-20} BRANCHBOX_BENCH_OUT=$out \
+	BRANCHBOX_BIN=$PWD/bin/branchbox AMTSIM_BIN=$PWD/bin/amtsim \
+	go test -count=1 -timeout 30m -run '^TestBenchActivationsVsMeshCentral$' ./tests/e2e/ >"$out.log" 2>&1; then
+	cat "$out"
+else
+	grep -E "activation_bench_test|^(---|FAIL)" "$out.log" | tail -20 >&2
+	status=1
+fi
+rm -f "$out" "$out.log"
+
 section "Leader failover — branchbox pair + witness vs Kea HA"
 header
 sh scripts/bench-failover.sh || status=1
