@@ -39,7 +39,7 @@ echo "$KERNEL_SHA256  $deb" | sha256sum -c --quiet - || die "$deb does not match
 
 # 2. Kernel and modules, redone only when the .deb or the module list changes.
 stamp=$OUT/stage/.kernel-stamp
-want="$KERNEL_SHA256 $(sha256sum image/modules.txt | cut -d' ' -f1)"
+want="$KERNEL_SHA256 $(cat image/modules.txt image/modules-fs.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 	echo "image: extracting kernel $KERNEL_RELEASE and staging modules"
 	rm -rf "$OUT/kernel" "$OUT/stage"
@@ -53,12 +53,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 	[ -n "$off" ] || die "no xz stream in $OUT/vmlinuz"
 	tail -c +$((off + 1)) "$OUT/vmlinuz" | xz -dc --single-stream >"$OUT/vmlinux"
 
-	mods=$(sed -e 's/#.*//' image/modules.txt | tr -s ' \n' ' ')
+	list() { sed -e 's/#.*//' "$@" | tr -s ' \n' ' '; }
+	mods=$(list image/modules.txt image/modules-fs.txt)
 	kdir=$OUT/stage/lib/modules/$KERNEL_RELEASE
-	mkdir -p "$kdir" "$OUT/stage/lib/modules-load.d" "$OUT/stage/bin"
+	mkdir -p "$kdir" "$OUT/stage/bin"
 	for m in $mods; do
 		modprobe -d "$OUT/kernel" -S "$KERNEL_RELEASE" --show-depends "$m" >/dev/null ||
-			die "module $m (image/modules.txt) is not in $KERNEL_PKG"
+			die "module $m (image/modules*.txt) is not in $KERNEL_PKG"
 		modprobe -d "$OUT/kernel" -S "$KERNEL_RELEASE" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
 	done | sort -u | while read -r ko; do
 		rel=${ko#*/lib/modules/$KERNEL_RELEASE/}
@@ -67,9 +68,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 	done
 	cp "$OUT/kernel/lib/modules/$KERNEL_RELEASE/modules.order" "$OUT/kernel/lib/modules/$KERNEL_RELEASE/modules.builtin"* "$kdir/"
 	depmod -b "$OUT/stage" "$KERNEL_RELEASE"
-	# u-root's loader reads modules.dep alone.
-	find "$kdir" -maxdepth 1 -type f ! -name modules.dep -delete
-	printf '%s\n' $mods >"$OUT/stage/lib/modules-load.d/branchbox.conf"
+	# boxinit reads modules.dep and modules.alias alone. There is no
+	# modules-load.d: u-root's init would load every module it names.
+	find "$kdir" -maxdepth 1 -type f ! -name modules.dep ! -name modules.alias -delete
+	printf '%s\n' $(list image/modules-fs.txt) >"$OUT/stage/lib/modules-fs.conf"
 	rm -rf "$OUT/kernel"
 	echo "$want" >"$stamp"
 fi

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,18 +38,9 @@ var fileSystems = []string{"ext4", "vfat"}
 // MountDisks mounts every block device (whole disks and partitions) that
 // holds a file system the image knows under root/<dev>, read-write, and
 // returns them sorted by device name, so "the first disk" is vda before
-// vdb. It waits up to wait for the first block device, for disk drivers
-// still probing when boxinit starts.
-func MountDisks(sysBlock, devDir, root string, wait time.Duration, log *slog.Logger) []Disk {
-	deadline := time.Now().Add(wait)
-	var names []string
-	for {
-		names = blockDevices(sysBlock)
-		if len(names) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+// vdb. LoadDrivers has waited for disks still being probed.
+func MountDisks(sysBlock, devDir, root string, log *slog.Logger) []Disk {
+	names := blockDevices(sysBlock)
 	var disks []Disk
 	for _, name := range names {
 		dir := filepath.Join(root, name)

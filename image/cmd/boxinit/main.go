@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/branchbox/branchbox/image/boot"
 )
 
@@ -30,10 +32,18 @@ const (
 	runConfig = "/etc/branchbox"
 	// ramData is data_dir when no disk can keep it.
 	ramData = "/var/lib/branchbox"
+	// fsModulesFile lists the file system modules (image/modules-fs.txt).
+	fsModulesFile = "/lib/modules-fs.conf"
+	// diskWait bounds the wait for a disk controller's first disk.
+	diskWait = 3 * time.Second
+	// readyLog is in the line branchbox logs once every service runs.
+	readyLog = `msg="branchbox ready"`
 )
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "boot")
+	// Uptimes on the console show where a boot's seconds go.
+	log.Info("boxinit started", "uptime", uptimeStr())
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		log.Error("reading the kernel command line", "err", err)
@@ -43,7 +53,8 @@ func main() {
 		log.Error(e.Error())
 	}
 
-	disks := boot.MountDisks("/sys/class/block", "/dev", mountRoot, 3*time.Second, log)
+	loadDrivers(log)
+	disks := boot.MountDisks("/sys/class/block", "/dev", mountRoot, log)
 	cfgDisk, haveCfg := boot.ConfigDisk(disks)
 	dataDisk, haveData := boot.DataDisk(disks)
 	var keep []boot.Disk
@@ -100,14 +111,16 @@ func main() {
 	}
 
 	go console(log)
+	log.Info("starting branchbox", "uptime", uptimeStr())
 	sup := &boot.Supervisor{
 		Command: func() *exec.Cmd {
 			cmd := exec.Command(branchbox, append([]string{"serve"}, ctlArgs...)...)
 			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 			return cmd
 		},
-		Started: func(ctx context.Context, run int) {
-			b, ok := waitServing(ctx, ctlArgs)
+		ReadyLine: readyLog,
+		Started: func(ctx context.Context, run int, ready <-chan struct{}) {
+			b, ok := waitServing(ctx, ready, ctlArgs)
 			if !ok {
 				return
 			}
@@ -120,6 +133,31 @@ func main() {
 		Log: log,
 	}
 	sup.Run(context.Background())
+}
+
+// loadDrivers loads the kernel modules for the hardware present (the image
+// lists none for u-root's init to load) and, when there is a disk
+// controller, the file systems a config disk may use.
+func loadDrivers(log *slog.Logger) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		log.Error("uname", "err", err)
+		return
+	}
+	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
+	mods, err := boot.OpenModules(dir)
+	if err != nil {
+		log.Error("kernel modules", "err", err)
+		return
+	}
+	var fsMods []string
+	if data, err := os.ReadFile(fsModulesFile); err == nil {
+		fsMods = strings.Fields(string(data))
+	} else {
+		log.Error("kernel modules", "err", err)
+	}
+	loaded := boot.LoadDrivers(mods, "/sys/bus", "/sys/class/block", fsMods, diskWait, log)
+	log.Info("kernel modules loaded", "modules", strings.Join(loaded, ","), "uptime", uptimeStr())
 }
 
 // prepareConfig copies the config disk's files to runConfig and applies
@@ -149,17 +187,25 @@ func prepareConfig(d boot.Disk, o boot.Overrides, log *slog.Logger) (string, err
 	return path, os.WriteFile(path, out, 0o600)
 }
 
-// waitServing polls the admin API until branchbox answers and has a raft
-// role (or 15 s after its first answer, for a member whose peers are not
-// up yet), and returns the banner's status and sites.
-func waitServing(ctx context.Context, ctlArgs []string) (boot.Banner, bool) {
+// waitServing waits for branchbox's ready log line, then polls the admin
+// API until branchbox has a raft role (or 15 s after its first answer, for
+// a member whose peers are not up yet), and returns the banner's status
+// and sites.
+func waitServing(ctx context.Context, ready <-chan struct{}, ctlArgs []string) (boot.Banner, bool) {
 	var b boot.Banner
+	select {
+	case <-ctx.Done():
+		return b, false
+	case <-ready:
+	}
 	var answered time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return b, false
-		case <-time.After(100 * time.Millisecond):
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return b, false
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 		if ctl(ctx, ctlArgs, &b.Status, "status") != nil {
 			continue
@@ -202,6 +248,8 @@ func addresses() map[string][]string {
 	}
 	return out
 }
+
+func uptimeStr() string { return fmt.Sprintf("%.2fs", uptime()) }
 
 func uptime() float64 {
 	data, _ := os.ReadFile("/proc/uptime")
