@@ -36,7 +36,10 @@ type Modules struct {
 	probed map[string]bool // modaliases already matched
 }
 
-type modAlias struct{ pattern, module string }
+type modAlias struct {
+	pattern, module string
+	prefix          string // the pattern up to its first wildcard
+}
 
 // modLoad is one module's load, shared by everything that needs it.
 type modLoad struct {
@@ -71,7 +74,7 @@ func OpenModules(dir string) (*Modules, error) {
 		if len(f) != 3 || f[0] != "alias" {
 			return fmt.Errorf("want alias PATTERN MODULE, got %q", line)
 		}
-		m.aliases = append(m.aliases, modAlias{f[1], f[2]})
+		m.aliases = append(m.aliases, modAlias{f[1], f[2], f[1][:strings.IndexAny(f[1]+"*", "*?[")]})
 		return nil
 	})
 	if err != nil {
@@ -118,6 +121,11 @@ func (m *Modules) File(name string) string { return m.files[name] }
 func (m *Modules) Match(modalias string) []string {
 	var out []string
 	for _, a := range m.aliases {
+		// The prefix rules out nearly every alias cheaply: the image's
+		// NIC drivers alone have thousands.
+		if !strings.HasPrefix(modalias, a.prefix) {
+			continue
+		}
 		if ok, _ := path.Match(a.pattern, modalias); ok && m.Has(a.module) {
 			out = append(out, a.module)
 		}
@@ -241,12 +249,11 @@ func (m *Modules) storage(name string) bool {
 // LoadDrivers loads the drivers of the devices present, round after round
 // because a driver brings up devices of its own (virtio_pci the virtio
 // devices, a SATA host its disks). Once a disk controller has a driver it
-// loads fsModules, the file systems a config disk may use, and then waits
-// up to wait for the first block device: SATA, NVMe and USB disks appear
-// a while after their controller's driver loaded. With no disk controller
-// there is nothing to wait for. It returns the modules it loaded, in the
-// order it asked for them.
-func LoadDrivers(m *Modules, sysBus, sysBlock string, fsModules []string, wait time.Duration, log *slog.Logger) []string {
+// waits up to wait for the first block device: SATA, NVMe and USB disks
+// appear a while after their controller's driver loaded. With no disk
+// controller there is nothing to wait for. It returns the modules it
+// loaded, in the order it asked for them.
+func LoadDrivers(m *Modules, sysBus, sysBlock string, wait time.Duration, log *slog.Logger) []string {
 	var loaded []string
 	var deadline time.Time
 	for {
@@ -255,8 +262,6 @@ func LoadDrivers(m *Modules, sysBus, sysBlock string, fsModules []string, wait t
 			m.Load(need, log)
 			loaded = append(loaded, need...)
 			if deadline.IsZero() && slices.ContainsFunc(need, m.storage) {
-				m.Load(fsModules, log)
-				loaded = append(loaded, fsModules...)
 				deadline = time.Now().Add(wait)
 			}
 			continue

@@ -100,15 +100,15 @@ func TestLoadDrivers(t *testing.T) {
 		want   []string // modules loaded, sorted
 	}{
 		{"virtio net and disk", []string{virtioPCI, virtioPCI}, []string{"virtio:d00000001v00001AF4", "virtio:d00000002v00001AF4"},
-			[]string{"ext4", "failover", "jbd2", "virtio", "virtio_blk", "virtio_net", "virtio_pci", "virtio_ring"}},
-		{"no disk: no file systems", []string{virtioPCI}, []string{"virtio:d00000001v00001AF4"},
+			[]string{"failover", "virtio", "virtio_blk", "virtio_net", "virtio_pci", "virtio_ring"}},
+		{"no disk", []string{virtioPCI}, []string{"virtio:d00000001v00001AF4"},
 			[]string{"failover", "virtio", "virtio_net", "virtio_pci", "virtio_ring"}},
 		{"e1000 only", []string{e1000}, nil, []string{"e1000"}},
 		{"nothing known", []string{"pci:v00001234d00001111sv00001AF4sd00001100bc03sc00i00"}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newFakeKernel(t, tc.pci, tc.virtio)
-			LoadDrivers(k.mods, k.bus, k.block, []string{"ext4"}, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			LoadDrivers(k.mods, k.bus, k.block, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			got := slices.Sorted(slices.Values(k.loaded))
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("loaded %v, want %v", got, tc.want)
@@ -123,16 +123,13 @@ func TestLoadDriversDiskWait(t *testing.T) {
 	k.blockOn = "" // the controller finds no disk
 	done := make(chan struct{})
 	go func() {
-		LoadDrivers(k.mods, k.bus, k.block, []string{"ext4"}, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		LoadDrivers(k.mods, k.bus, k.block, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("LoadDrivers kept waiting for a disk")
-	}
-	if !slices.Contains(k.loaded, "ext4") {
-		t.Errorf("file systems not loaded with a disk controller present: %v", k.loaded)
 	}
 }
 
@@ -148,6 +145,36 @@ func TestOpenModulesErrors(t *testing.T) {
 			_, err := OpenModules(dir)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseFileSystems(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []FileSystem
+		err      string
+	}{
+		{"two", "# comment\next4 crc32c_generic ext4\n\nvfat nls_cp437 vfat # FAT\n",
+			[]FileSystem{{"ext4", []string{"crc32c_generic", "ext4"}}, {"vfat", []string{"nls_cp437", "vfat"}}}, ""},
+		{"type without modules", "ext4\n", nil, "line 1: want TYPE MODULE..."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseFileSystems([]byte(tc.in))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || len(got) != len(tc.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+			for i := range got {
+				if got[i].Type != tc.want[i].Type || !slices.Equal(got[i].Modules, tc.want[i].Modules) {
+					t.Errorf("[%d] = %v, want %v", i, got[i], tc.want[i])
+				}
 			}
 		})
 	}

@@ -53,8 +53,15 @@ func main() {
 		log.Error(e.Error())
 	}
 
-	loadDrivers(log)
-	disks := boot.MountDisks("/sys/class/block", "/dev", mountRoot, log)
+	mods := loadDrivers(log)
+	disks := boot.MountDisks("/sys/class/block", "/dev", mountRoot, fileSystems(log), func(names []string) {
+		if mods != nil {
+			mods.Load(names, log)
+		}
+	}, log)
+	if len(disks) > 0 {
+		log.Info("disks mounted", "uptime", uptimeStr())
+	}
 	cfgDisk, haveCfg := boot.ConfigDisk(disks)
 	dataDisk, haveData := boot.DataDisk(disks)
 	var keep []boot.Disk
@@ -136,28 +143,34 @@ func main() {
 }
 
 // loadDrivers loads the kernel modules for the hardware present (the image
-// lists none for u-root's init to load) and, when there is a disk
-// controller, the file systems a config disk may use.
-func loadDrivers(log *slog.Logger) {
+// lists none for u-root's init to load).
+func loadDrivers(log *slog.Logger) *boot.Modules {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		log.Error("uname", "err", err)
-		return
+		return nil
 	}
-	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
-	mods, err := boot.OpenModules(dir)
+	mods, err := boot.OpenModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
 	if err != nil {
 		log.Error("kernel modules", "err", err)
-		return
+		return nil
 	}
-	var fsMods []string
-	if data, err := os.ReadFile(fsModulesFile); err == nil {
-		fsMods = strings.Fields(string(data))
-	} else {
-		log.Error("kernel modules", "err", err)
-	}
-	loaded := boot.LoadDrivers(mods, "/sys/bus", "/sys/class/block", fsMods, diskWait, log)
+	loaded := boot.LoadDrivers(mods, "/sys/bus", "/sys/class/block", diskWait, log)
 	log.Info("kernel modules loaded", "modules", strings.Join(loaded, ","), "uptime", uptimeStr())
+	return mods
+}
+
+// fileSystems are those a config or data disk may hold.
+func fileSystems(log *slog.Logger) []boot.FileSystem {
+	data, err := os.ReadFile(fsModulesFile)
+	if err == nil {
+		var fss []boot.FileSystem
+		if fss, err = boot.ParseFileSystems(data); err == nil {
+			return fss
+		}
+	}
+	log.Error("file system list", "file", fsModulesFile, "err", err)
+	return []boot.FileSystem{{Type: "ext4"}, {Type: "vfat"}}
 }
 
 // prepareConfig copies the config disk's files to runConfig and applies
