@@ -216,6 +216,32 @@ func TestBanner(t *testing.T) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}
 	}
+
+	b.Reset()
+	st = Status{Node: "w1", Version: "1.2.3", Role: "follower", Leader: "box1", Services: map[string]struct {
+		OK     bool   `json:"ok"`
+		Detail string `json:"detail"`
+	}{"dhcp": {true, "not run on a witness"}}}
+	Banner{Status: st, Member: "witness"}.Write(&b)
+	for _, want := range []string{"member     witness: raft only", "raft       role follower, leader box1", "services   none: a witness runs raft only"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("witness banner lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestMember(t *testing.T) {
+	for in, want := range map[string]string{
+		"node: {id: a}": "single",
+		"node: {cluster: {raft: '10.0.0.1:7000'}}":    "voter",
+		"node: {cluster: {role: voter}}":              "voter",
+		"node: {cluster: {role: witness, join: [x]}}": "witness",
+		"not: [yaml": "single",
+	} {
+		if got := Member([]byte(in)); got != want {
+			t.Errorf("Member(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
 
 func TestWatchWriter(t *testing.T) {

@@ -102,6 +102,7 @@ func main() {
 	}
 
 	var ctlArgs []string
+	member := "single"
 	cfgNote := "no disk holds " + boot.ConfigFile + ": embedded lab default (loopback only, no sites)"
 	if haveCfg {
 		path, err := prepareConfig(cfgDisk, boot.Overrides{NodeID: cl.Node, DataDir: dataDir}, log)
@@ -111,6 +112,9 @@ func main() {
 			log.Error("config disk", "dev", cfgDisk.Dev, "err", err)
 		}
 		ctlArgs = []string{"--config", path}
+		if data, err := os.ReadFile(path); err == nil {
+			member = boot.Member(data)
+		}
 		cfgNote = fmt.Sprintf("%s:/%s (%s)", cfgDisk.Dev, boot.ConfigFile, cfgDisk.FS)
 	} else {
 		log.Warn(cfgNote)
@@ -131,7 +135,7 @@ func main() {
 			if !ok {
 				return
 			}
-			b.Run, b.Config, b.Data = run, cfgNote, dataNote
+			b.Run, b.Member, b.Config, b.Data = run, member, cfgNote, dataNote
 			b.Addresses = addresses()
 			b.Uptime = uptime()
 			b.Write(os.Stdout)
