@@ -30,7 +30,8 @@ bench: build
 	@sh scripts/deps.sh bench
 	sh scripts/bench.sh
 
-# The bootable appliance: image/out/vmlinuz (and vmlinux) + initramfs.cpio.gz.
+# The bootable appliance: image/out/vmlinuz (and vmlinux) + initramfs.cpio.gz
+# (and initramfs.cpio.lz4).
 image:
 	@sh scripts/deps.sh
 	@sh image/build.sh

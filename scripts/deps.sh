@@ -4,7 +4,7 @@
 set -eu
 PKGS="iproute2 udhcpc isc-dhcp-client isc-dhcp-relay dnsutils openssl procps psmisc curl chromium"
 # The appliance image (make image) and its VM boot tests.
-PKGS="$PKGS qemu-system-x86 kmod xz-utils e2fsprogs"
+PKGS="$PKGS qemu-system-x86 kmod xz-utils lz4 e2fsprogs"
 if [ "${1:-}" = "bench" ]; then
 	PKGS="$PKGS kea-admin kea-dhcp4-server dnsmasq-base dnsperf"
 fi

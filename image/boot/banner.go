@@ -36,6 +36,7 @@ type Banner struct {
 	Sites     []Site
 	Addresses map[string][]string // interface -> CIDRs
 	Uptime    float64             // seconds since the kernel started
+	Member    string              // single | voter | witness (Member)
 	Run       int                 // 1 at boot, more after restarts
 	Config    string              // where the config came from
 	Data      string              // data_dir and whether it persists
@@ -60,6 +61,14 @@ func (b Banner) Write(w io.Writer) {
 		leader = "none yet"
 	}
 	row("node", "%s", b.Status.Node)
+	switch b.Member {
+	case "witness":
+		row("member", "witness: raft only, no DHCP, DNS or provisioner")
+	case "voter":
+		row("member", "voter in a cluster")
+	default:
+		row("member", "single box")
+	}
 	row("raft", "role %s, leader %s", b.Status.Role, leader)
 	names := slices.Sorted(maps.Keys(b.Addresses))
 	if len(names) == 0 {
@@ -86,18 +95,23 @@ func (b Banner) Write(w io.Writer) {
 		}
 		row(k, "%s  %s  %s on %s", s.Name, s.Domain, s.Subnet, where)
 	}
-	var svc []string
-	for _, n := range slices.Sorted(maps.Keys(b.Status.Services)) {
-		st := "ok"
-		if !b.Status.Services[n].OK {
-			st = "DOWN"
-			if d := b.Status.Services[n].Detail; d != "" {
-				st += " (" + d + ")"
+	if b.Member == "witness" {
+		// Its health says "ok, not run on a witness" for each service.
+		row("services", "none: a witness runs raft only")
+	} else {
+		var svc []string
+		for _, n := range slices.Sorted(maps.Keys(b.Status.Services)) {
+			st := "ok"
+			if !b.Status.Services[n].OK {
+				st = "DOWN"
+				if d := b.Status.Services[n].Detail; d != "" {
+					st += " (" + d + ")"
+				}
 			}
+			svc = append(svc, n+" "+st)
 		}
-		svc = append(svc, n+" "+st)
+		row("services", "%s", strings.Join(svc, ", "))
 	}
-	row("services", "%s", strings.Join(svc, ", "))
 	row("config", "%s", b.Config)
 	row("data", "%s", b.Data)
 	row("console", "press Enter for a shell (ip, ping, dmesg, cat, ls, ps, shutdown, branchbox ctl)")

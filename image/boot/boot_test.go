@@ -164,7 +164,7 @@ func TestSupervisorRestarts(t *testing.T) {
 	s := &Supervisor{
 		// Each run dies at once, as a crashing branchbox would.
 		Command: func() *exec.Cmd { return exec.Command("sh", "-c", "exit 3") },
-		Started: func(_ context.Context, run int) {
+		Started: func(_ context.Context, run int, _ <-chan struct{}) {
 			if starts.Add(1) == 3 {
 				cancel()
 			}
@@ -189,7 +189,7 @@ func TestSupervisorStopKillsRun(t *testing.T) {
 	var cmd *exec.Cmd
 	s := &Supervisor{
 		Command:    func() *exec.Cmd { cmd = exec.Command("sleep", "60"); return cmd },
-		Started:    func(runCtx context.Context, run int) { cancel() },
+		Started:    func(runCtx context.Context, run int, _ <-chan struct{}) { cancel() },
 		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, StableAfter: time.Minute,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -215,5 +215,100 @@ func TestBanner(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}
+	}
+
+	b.Reset()
+	st = Status{Node: "w1", Version: "1.2.3", Role: "follower", Leader: "box1", Services: map[string]struct {
+		OK     bool   `json:"ok"`
+		Detail string `json:"detail"`
+	}{"dhcp": {true, "not run on a witness"}}}
+	Banner{Status: st, Member: "witness"}.Write(&b)
+	for _, want := range []string{"member     witness: raft only", "raft       role follower, leader box1", "services   none: a witness runs raft only"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("witness banner lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestMember(t *testing.T) {
+	for in, want := range map[string]string{
+		"node: {id: a}": "single",
+		"node: {cluster: {raft: '10.0.0.1:7000'}}":    "voter",
+		"node: {cluster: {role: voter}}":              "voter",
+		"node: {cluster: {role: witness, join: [x]}}": "witness",
+		"not: [yaml": "single",
+	} {
+		if got := Member([]byte(in)); got != want {
+			t.Errorf("Member(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestWatchWriter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []string
+		seen   bool
+	}{
+		{"one write", []string{"a\nmsg=\"branchbox ready\" node=x\n"}, true},
+		{"split", []string{"msg=\"branch", "box re", "ady\"\n"}, true},
+		{"byte by byte", strings.Split(`x msg="branchbox ready"`, ""), true},
+		{"absent", []string{"msg=\"branchbox starting\"\n", "ready\n"}, false},
+		{"twice", []string{`msg="branchbox ready"`, `msg="branchbox ready"`}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			seen := make(chan struct{})
+			w := &watchWriter{w: &out, marker: []byte(`msg="branchbox ready"`), seen: seen}
+			for _, s := range tc.writes {
+				if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
+					t.Fatalf("Write(%q) = %d, %v", s, n, err)
+				}
+			}
+			select {
+			case <-seen:
+				if !tc.seen {
+					t.Error("marker reported but never written")
+				}
+			default:
+				if tc.seen {
+					t.Error("marker written but not reported")
+				}
+			}
+			if out.String() != strings.Join(tc.writes, "") {
+				t.Errorf("passed on %q, want everything written", out.String())
+			}
+		})
+	}
+}
+
+func TestSupervisorReadyLine(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mark := filepath.Join(t.TempDir(), "wrote")
+	var early atomic.Bool
+	s := &Supervisor{
+		Command: func() *exec.Cmd {
+			return exec.Command("sh", "-c", `echo starting >&2; sleep 0.2; touch "$0"; echo 'msg="ready" x=1' >&2; exec sleep 60`, mark)
+		},
+		ReadyLine: `msg="ready"`,
+		Started: func(_ context.Context, _ int, ready <-chan struct{}) {
+			<-ready
+			_, err := os.Stat(mark)
+			early.Store(err != nil)
+			cancel()
+		},
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, StableAfter: time.Minute,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ready never reported")
+	}
+	if early.Load() {
+		t.Error("ready reported before the program wrote the line")
 	}
 }

@@ -74,6 +74,26 @@ type Overrides struct {
 	DataDir string // where the disks put state; always set
 }
 
+// Member is what a branchbox.yaml makes the box: "witness" or "voter"
+// for a cluster member (node.cluster.role), "single" without
+// node.cluster. branchbox validates the file; this only labels the banner.
+func Member(data []byte) string {
+	var f struct {
+		Node struct {
+			Cluster *struct {
+				Role string `yaml:"role"`
+			} `yaml:"cluster"`
+		} `yaml:"node"`
+	}
+	switch {
+	case yaml.Unmarshal(data, &f) != nil || f.Node.Cluster == nil:
+		return "single"
+	case f.Node.Cluster.Role == "witness":
+		return "witness"
+	}
+	return "voter"
+}
+
 // Override rewrites node.id and node.data_dir in a branchbox.yaml, keeping
 // everything else (comments included) as written; branchbox serve then
 // validates the result as usual. It returns the values it replaced.

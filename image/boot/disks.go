@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,24 +32,41 @@ func (d Disk) Has(name string) bool {
 	return err == nil
 }
 
-// fileSystems the image can read a config disk from, in the order tried.
-var fileSystems = []string{"ext4", "vfat"}
+// FileSystem is a file system a disk may hold and the kernel modules that
+// mount it.
+type FileSystem struct {
+	Type    string
+	Modules []string
+}
+
+// ParseFileSystems reads the image's file system list
+// (image/modules-fs.txt): one per line, its type then its modules, in the
+// order mounts try them.
+func ParseFileSystems(data []byte) ([]FileSystem, error) {
+	var out []FileSystem
+	for n, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 2 {
+			return nil, fmt.Errorf("line %d: want TYPE MODULE..., got %q", n+1, line)
+		}
+		out = append(out, FileSystem{Type: f[0], Modules: f[1:]})
+	}
+	return out, nil
+}
 
 // MountDisks mounts every block device (whole disks and partitions) that
-// holds a file system the image knows under root/<dev>, read-write, and
-// returns them sorted by device name, so "the first disk" is vda before
-// vdb. It waits up to wait for the first block device, for disk drivers
-// still probing when boxinit starts.
-func MountDisks(sysBlock, devDir, root string, wait time.Duration, log *slog.Logger) []Disk {
-	deadline := time.Now().Add(wait)
-	var names []string
-	for {
-		names = blockDevices(sysBlock)
-		if len(names) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+// holds one of fss under root/<dev>, read-write, and returns them sorted
+// by device name, so "the first disk" is vda before vdb. LoadDrivers has
+// waited for disks still being probed. A file system's modules are loaded
+// (by load) before its first mount is tried: a box whose disks are all
+// ext4 never loads FAT.
+func MountDisks(sysBlock, devDir, root string, fss []FileSystem, load func(modules []string), log *slog.Logger) []Disk {
+	names := blockDevices(sysBlock)
+	loaded := map[string]bool{}
 	var disks []Disk
 	for _, name := range names {
 		dir := filepath.Join(root, name)
@@ -59,14 +75,18 @@ func MountDisks(sysBlock, devDir, root string, wait time.Duration, log *slog.Log
 			continue
 		}
 		var errs []error
-		for _, fs := range fileSystems {
-			err := unix.Mount(filepath.Join(devDir, name), dir, fs, 0, "")
+		for _, fs := range fss {
+			if !loaded[fs.Type] {
+				load(fs.Modules)
+				loaded[fs.Type] = true
+			}
+			err := unix.Mount(filepath.Join(devDir, name), dir, fs.Type, 0, "")
 			if err == nil {
-				disks = append(disks, Disk{Dev: name, FS: fs, Mount: dir})
+				disks = append(disks, Disk{Dev: name, FS: fs.Type, Mount: dir})
 				errs = nil
 				break
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", fs, err))
+			errs = append(errs, fmt.Errorf("%s: %w", fs.Type, err))
 		}
 		if errs != nil {
 			// A whole disk that only holds partitions, a blank disk: not ours.

@@ -1,7 +1,9 @@
 package boot
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os/exec"
 	"time"
@@ -13,9 +15,16 @@ import (
 type Supervisor struct {
 	// Command makes the command for each run (an exec.Cmd runs once).
 	Command func() *exec.Cmd
-	// Started is called after each start with the run number (1, 2, ...)
-	// and a context cancelled when that run ends.
-	Started func(ctx context.Context, run int)
+	// Started is called after each start with the run number (1, 2, ...),
+	// a context cancelled when that run ends and a channel closed once the
+	// run has written ReadyLine to its stderr.
+	Started func(ctx context.Context, run int, ready <-chan struct{})
+	// ReadyLine is what the program writes on stderr once it serves. The
+	// banner waits for it before asking the program anything: under TCG
+	// each `branchbox ctl` costs ~0.1 s of the box's one CPU, and polling
+	// while branchbox starts took that CPU from the start itself.
+	// Empty: ready at once.
+	ReadyLine string
 	// MinBackoff is the pause before a restart; it doubles while runs are
 	// shorter than StableAfter, up to MaxBackoff, so a config mistake does
 	// not flood the console.
@@ -29,13 +38,22 @@ func (s *Supervisor) Run(ctx context.Context) {
 	backoff := s.MinBackoff
 	for run := 1; ctx.Err() == nil; run++ {
 		cmd := s.Command()
+		ready := make(chan struct{})
+		if s.ReadyLine == "" {
+			close(ready)
+		} else {
+			cmd.Stderr = &watchWriter{w: cmd.Stderr, marker: []byte(s.ReadyLine), seen: ready}
+			// A child the program left behind may hold the pipe open; the
+			// supervisor must still notice the exit.
+			cmd.WaitDelay = time.Second
+		}
 		began := time.Now()
 		if err := cmd.Start(); err != nil {
 			s.Log.Error("cannot start branchbox", "cmd", cmd.Path, "err", err)
 		} else {
 			runCtx, done := context.WithCancel(ctx)
 			if s.Started != nil {
-				go s.Started(runCtx, run)
+				go s.Started(runCtx, run, ready)
 			}
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
@@ -67,4 +85,30 @@ func exitStatus(err error) string {
 		return "exit 0"
 	}
 	return err.Error()
+}
+
+// watchWriter passes writes on to w and closes seen the first time marker
+// goes through, even split across writes. exec.Cmd writes to it from one
+// goroutine.
+type watchWriter struct {
+	w      io.Writer
+	marker []byte
+	seen   chan struct{}
+	tail   []byte // the last len(marker)-1 bytes written, while unseen
+}
+
+func (ww *watchWriter) Write(p []byte) (int, error) {
+	if len(ww.marker) > 0 { // not seen yet
+		joined := append(ww.tail, p...)
+		if bytes.Contains(joined, ww.marker) {
+			close(ww.seen)
+			ww.marker, ww.tail = nil, nil
+		} else {
+			ww.tail = append([]byte{}, joined[len(joined)-min(len(joined), len(ww.marker)-1):]...)
+		}
+	}
+	if ww.w == nil {
+		return len(p), nil
+	}
+	return ww.w.Write(p)
 }

@@ -75,6 +75,9 @@ func Build(o Options) error {
 func referenced(cfg *config.Config) ([]string, error) {
 	type ref struct{ field, path string }
 	var refs []ref
+	if c := cfg.Node.Cluster; c != nil {
+		refs = append(refs, ref{"node.cluster.join_token_file", c.JoinTokenFile})
+	}
 	for i, s := range cfg.Sites {
 		if s.ProvisioningCert != nil {
 			refs = append(refs,

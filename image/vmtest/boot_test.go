@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,10 +140,11 @@ profiles:
 
 // TestBootRoleFromDisk: one image, the disk decides what the box is. A
 // clustered voter (node.cluster) with its node id from the kernel command
-// line, and no disk at all: the embedded lab default, with the warning
-// that nothing persists.
+// line, a witness that joins a founder on the LAN, and no disk at all: the
+// embedded lab default, with the warning that nothing persists.
 func TestBootRoleFromDisk(t *testing.T) {
 	img := requireImage(t)
+	bb, _ := binaries(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "branchbox.yaml"), `node:
   id: from-disk
@@ -170,8 +172,59 @@ dns:
 		}
 		vm.proc.Kill()
 	})
+	t.Run("witness", func(t *testing.T) {
+		founder, founderCfg := startHostMember(t, ns, bb, dir, "founder", founderIP, "", 18443)
+		token := ns.MustRun(bb, "ctl", "--config", founderCfg, "cluster", "token")
+		wdir := filepath.Join(dir, "witness")
+		os.MkdirAll(wdir, 0o700)
+		writeFile(t, filepath.Join(wdir, "join.token"), token)
+		writeFile(t, filepath.Join(dir, "join.token"), token)
+		writeFile(t, filepath.Join(wdir, "branchbox.yaml"), `node:
+  id: witness-vm
+  api: 127.0.0.1:8443
+  cluster:
+    raft: `+boxIP+`:7000
+    role: witness
+    join: [`+founderIP+`:7000]
+    join_token_file: join.token
+`)
+		writeFile(t, filepath.Join(wdir, "network.conf"), "eth0 "+boxIP+"/24\n")
+		disk := filepath.Join(wdir, "witness.img")
+		if err := configdisk.Build(configdisk.Options{Config: filepath.Join(wdir, "branchbox.yaml"), Network: filepath.Join(wdir, "network.conf"), Out: disk, Size: 64 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		vm := bootVM(t, ns, img, disk, "")
+		banner := vm.waitBanner(t)
+		for _, want := range []string{"node       witness-vm", "member     witness", "role follower, leader founder", "services   none: a witness runs raft only"} {
+			if !strings.Contains(banner, want) {
+				t.Errorf("banner lacks %q:\n%s", want, banner)
+			}
+		}
+		// A second full member: with it the witness gets its vote (the
+		// cluster never has a voting set of exactly two), and the
+		// founder's view shows the VM's kind.
+		voter, _ := startHostMember(t, ns, bb, dir, "voter", voterIP, filepath.Join(dir, "join.token"), 18453)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var ms []struct{ ID, Kind string }
+			out, err := ns.Run(bb, "ctl", "--config", founderCfg, "--output", "json", "cluster", "status")
+			if err == nil && json.Unmarshal([]byte(out), &ms) == nil && slices.Contains(ms, struct{ ID, Kind string }{"witness-vm", "witness"}) {
+				t.Logf("founder's cluster status lists witness-vm as a witness:\n%s", ns.MustRun(bb, "ctl", "--config", founderCfg, "cluster", "status"))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("founder's cluster status never listed witness-vm as a witness: %v\n%s\nfounder log:\n%s", err, out, founder.Output())
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		vm.proc.Kill()
+		voter.Kill()
+		founder.Kill()
+	})
+	// Also the contract's initramfs.cpio.gz: the same files as the LZ4
+	// archive the other boots use.
 	t.Run("no disk", func(t *testing.T) {
-		vm := bootVM(t, ns, img, "", "branchbox.ip="+boxIP+"/24")
+		vm := bootVM(t, ns, img.gzip(), "", "branchbox.ip="+boxIP+"/24")
 		banner := vm.waitBanner(t)
 		for _, want := range []string{"IN RAM: lost at power-off", "embedded lab default", "eth0   " + boxIP + "/24"} {
 			if !strings.Contains(banner, want) {
@@ -185,7 +238,46 @@ dns:
 	})
 }
 
+// image is what a VM boots. Under TCG that is the uncompressed kernel
+// (PVH) and the LZ4 archive: the contract's vmlinuz and initramfs.cpio.gz
+// hold the same kernel and files but take longer to unpack.
 type image struct{ kernel, initramfs string }
+
+// founderIP and voterIP are the host side of the LAN: addresses of the
+// bridge itself.
+const founderIP, voterIP = "10.77.0.2", "10.77.0.3"
+
+// startHostMember runs a clustered branchbox on the host side of the LAN
+// (the bridge in ns): the founder of a cluster a VM joins when token is
+// empty, else a voter that joins the founder with that token file.
+func startHostMember(t *testing.T, ns *e2e.NS, bb, dir, id, ip, token string, port int) (*e2e.Proc, string) {
+	t.Helper()
+	ns.MustRun("ip", "addr", "add", ip+"/24", "dev", "br0")
+	join := ""
+	if token != "" {
+		join = "\n    join: [" + founderIP + ":7000]\n    join_token_file: " + token
+	}
+	cfg := filepath.Join(dir, id+".yaml")
+	writeFile(t, cfg, fmt.Sprintf(`node:
+  id: %s
+  data_dir: %s
+  api: 127.0.0.1:%d
+  cluster:
+    raft: %s:7000%s
+dns:
+  listen: "127.0.0.1:%d"
+provisioner:
+  listen: "127.0.0.1:%d"
+`, id, filepath.Join(dir, id), port, ip, join, port+1, port+2))
+	p := ns.Start(bb, "serve", "--config", cfg)
+	p.WaitOutput(t, `msg="branchbox ready"`, time.Minute)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", id, p.Output())
+		}
+	})
+	return p, cfg
+}
 
 // requireImage finds make image's output: $BRANCHBOX_IMAGE_DIR (make test
 // sets it and builds the image first, so there it must exist), else
@@ -195,19 +287,24 @@ func requireImage(t *testing.T) image {
 	e2e.RequireRoot(t)
 	e2e.RequireTools(t, map[string]string{"qemu-system-x86_64": "qemu-system-x86", "udhcpc": "udhcpc", "dig": "dnsutils", "mkfs.ext4": "e2fsprogs"})
 	dir := os.Getenv("BRANCHBOX_IMAGE_DIR")
-	img := image{filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initramfs.cpio.gz")}
 	if dir == "" {
-		img = image{filepath.Join("..", "out", "vmlinux"), filepath.Join("..", "out", "initramfs.cpio.gz")}
+		dir = filepath.Join("..", "out")
 	}
-	for _, f := range []string{img.kernel, img.initramfs} {
+	img := image{filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initramfs.cpio.lz4")}
+	for _, f := range []string{img.kernel, img.initramfs, img.gzip().initramfs} {
 		if _, err := os.Stat(f); err != nil {
-			if dir == "" {
+			if os.Getenv("BRANCHBOX_IMAGE_DIR") == "" {
 				t.Skipf("%s: run make image first (make test does)", f)
 			}
 			t.Fatalf("BRANCHBOX_IMAGE_DIR=%s: %v", dir, err)
 		}
 	}
 	return img
+}
+
+// gzip is the same image with the contract's initramfs.cpio.gz.
+func (img image) gzip() image {
+	return image{img.kernel, strings.TrimSuffix(img.initramfs, ".lz4") + ".gz"}
 }
 
 // binaries are $BRANCHBOX_BIN and $AMTSIM_BIN (make test), or fresh builds.
@@ -254,8 +351,10 @@ type vm struct {
 }
 
 // bootVM starts QEMU (TCG: this machine's /dev/kvm only runs PVM guests)
-// on the uncompressed kernel through PVH, the tap as eth0 and disk (if
-// any) as vda.
+// on the uncompressed kernel through PVH, the tap as eth0, disk (if any)
+// as vda, and a virtio RNG: QEMU's default CPU has no RDRAND, and without
+// an RNG device the kernel takes ~1 s of a boot to gather the entropy
+// branchbox's first getrandom waits for (branch hardware has RDRAND).
 func bootVM(t *testing.T, ns *e2e.NS, img image, disk, cmdline string) *vm {
 	t.Helper()
 	args := []string{"-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-display", "none",
@@ -263,7 +362,8 @@ func bootVM(t *testing.T, ns *e2e.NS, img image, disk, cmdline string) *vm {
 		"-kernel", img.kernel, "-initrd", img.initramfs,
 		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + cmdline),
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:01,romfile="}
+		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:01,romfile=",
+		"-device", "virtio-rng-pci"}
 	if disk != "" {
 		args = append(args, "-drive", "file="+disk+",if=virtio,format=raw")
 	}

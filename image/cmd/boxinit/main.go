@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/branchbox/branchbox/image/boot"
 )
 
@@ -30,10 +32,18 @@ const (
 	runConfig = "/etc/branchbox"
 	// ramData is data_dir when no disk can keep it.
 	ramData = "/var/lib/branchbox"
+	// fsModulesFile lists the file system modules (image/modules-fs.txt).
+	fsModulesFile = "/lib/modules-fs.conf"
+	// diskWait bounds the wait for a disk controller's first disk.
+	diskWait = 3 * time.Second
+	// readyLog is in the line branchbox logs once every service runs.
+	readyLog = `msg="branchbox ready"`
 )
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "boot")
+	// Uptimes on the console show where a boot's seconds go.
+	log.Info("boxinit started", "uptime", uptimeStr())
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		log.Error("reading the kernel command line", "err", err)
@@ -43,7 +53,15 @@ func main() {
 		log.Error(e.Error())
 	}
 
-	disks := boot.MountDisks("/sys/class/block", "/dev", mountRoot, 3*time.Second, log)
+	mods := loadDrivers(log)
+	disks := boot.MountDisks("/sys/class/block", "/dev", mountRoot, fileSystems(log), func(names []string) {
+		if mods != nil {
+			mods.Load(names, log)
+		}
+	}, log)
+	if len(disks) > 0 {
+		log.Info("disks mounted", "uptime", uptimeStr())
+	}
 	cfgDisk, haveCfg := boot.ConfigDisk(disks)
 	dataDisk, haveData := boot.DataDisk(disks)
 	var keep []boot.Disk
@@ -84,6 +102,7 @@ func main() {
 	}
 
 	var ctlArgs []string
+	member := "single"
 	cfgNote := "no disk holds " + boot.ConfigFile + ": embedded lab default (loopback only, no sites)"
 	if haveCfg {
 		path, err := prepareConfig(cfgDisk, boot.Overrides{NodeID: cl.Node, DataDir: dataDir}, log)
@@ -93,6 +112,9 @@ func main() {
 			log.Error("config disk", "dev", cfgDisk.Dev, "err", err)
 		}
 		ctlArgs = []string{"--config", path}
+		if data, err := os.ReadFile(path); err == nil {
+			member = boot.Member(data)
+		}
 		cfgNote = fmt.Sprintf("%s:/%s (%s)", cfgDisk.Dev, boot.ConfigFile, cfgDisk.FS)
 	} else {
 		log.Warn(cfgNote)
@@ -100,18 +122,20 @@ func main() {
 	}
 
 	go console(log)
+	log.Info("starting branchbox", "uptime", uptimeStr())
 	sup := &boot.Supervisor{
 		Command: func() *exec.Cmd {
 			cmd := exec.Command(branchbox, append([]string{"serve"}, ctlArgs...)...)
 			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 			return cmd
 		},
-		Started: func(ctx context.Context, run int) {
-			b, ok := waitServing(ctx, ctlArgs)
+		ReadyLine: readyLog,
+		Started: func(ctx context.Context, run int, ready <-chan struct{}) {
+			b, ok := waitServing(ctx, ready, ctlArgs)
 			if !ok {
 				return
 			}
-			b.Run, b.Config, b.Data = run, cfgNote, dataNote
+			b.Run, b.Member, b.Config, b.Data = run, member, cfgNote, dataNote
 			b.Addresses = addresses()
 			b.Uptime = uptime()
 			b.Write(os.Stdout)
@@ -120,6 +144,37 @@ func main() {
 		Log: log,
 	}
 	sup.Run(context.Background())
+}
+
+// loadDrivers loads the kernel modules for the hardware present (the image
+// lists none for u-root's init to load).
+func loadDrivers(log *slog.Logger) *boot.Modules {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		log.Error("uname", "err", err)
+		return nil
+	}
+	mods, err := boot.OpenModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+	if err != nil {
+		log.Error("kernel modules", "err", err)
+		return nil
+	}
+	loaded := boot.LoadDrivers(mods, "/sys/bus", "/sys/class/block", diskWait, log)
+	log.Info("kernel modules loaded", "modules", strings.Join(loaded, ","), "uptime", uptimeStr())
+	return mods
+}
+
+// fileSystems are those a config or data disk may hold.
+func fileSystems(log *slog.Logger) []boot.FileSystem {
+	data, err := os.ReadFile(fsModulesFile)
+	if err == nil {
+		var fss []boot.FileSystem
+		if fss, err = boot.ParseFileSystems(data); err == nil {
+			return fss
+		}
+	}
+	log.Error("file system list", "file", fsModulesFile, "err", err)
+	return []boot.FileSystem{{Type: "ext4"}, {Type: "vfat"}}
 }
 
 // prepareConfig copies the config disk's files to runConfig and applies
@@ -149,17 +204,25 @@ func prepareConfig(d boot.Disk, o boot.Overrides, log *slog.Logger) (string, err
 	return path, os.WriteFile(path, out, 0o600)
 }
 
-// waitServing polls the admin API until branchbox answers and has a raft
-// role (or 15 s after its first answer, for a member whose peers are not
-// up yet), and returns the banner's status and sites.
-func waitServing(ctx context.Context, ctlArgs []string) (boot.Banner, bool) {
+// waitServing waits for branchbox's ready log line, then polls the admin
+// API until branchbox has a raft role (or 15 s after its first answer, for
+// a member whose peers are not up yet), and returns the banner's status
+// and sites.
+func waitServing(ctx context.Context, ready <-chan struct{}, ctlArgs []string) (boot.Banner, bool) {
 	var b boot.Banner
+	select {
+	case <-ctx.Done():
+		return b, false
+	case <-ready:
+	}
 	var answered time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return b, false
-		case <-time.After(100 * time.Millisecond):
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return b, false
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 		if ctl(ctx, ctlArgs, &b.Status, "status") != nil {
 			continue
@@ -202,6 +265,8 @@ func addresses() map[string][]string {
 	}
 	return out
 }
+
+func uptimeStr() string { return fmt.Sprintf("%.2fs", uptime()) }
 
 func uptime() float64 {
 	data, _ := os.ReadFile("/proc/uptime")
