@@ -105,7 +105,7 @@ func joinCluster(cfg Config) (*pki, error) {
 				}
 				// The mark keeps a later start from founding a cluster of
 				// its own with these credentials.
-				if err := writeFileSync(pkiPath(cfg.DataDir, joinedMark), []byte(addr+"\n")); err != nil {
+				if err := writeFileAtomic(pkiPath(cfg.DataDir, joinedMark), []byte(addr+"\n"), 0o600); err != nil {
 					return nil, err
 				}
 				p, ok, err := loadPKI(cfg.DataDir)

@@ -233,11 +233,18 @@ type joinGrant struct {
 	SealKey    []byte `json:"seal_key,omitempty"`
 }
 
-// writePKI stores a grant and the member's own key, each file 0600,
-// the node certificate last: its presence means the set is complete.
+// writePKI stores a grant and the member's own key, each file 0600 and
+// written atomically. ca.pem goes last: loadPKI takes it to mean the set
+// is complete, so a crash part-way leaves a node that joins again rather
+// than one that starts with a half set (or a seal key of its own).
 func writePKI(dataDir string, g joinGrant, keyPEM []byte) error {
 	if err := os.MkdirAll(filepath.Join(dataDir, pkiDir), 0o700); err != nil {
 		return fmt.Errorf("cluster credentials: %w", err)
+	}
+	if len(g.SealKey) > 0 {
+		if err := writeFileAtomic(filepath.Join(dataDir, sealKeyFile), g.SealKey, 0o600); err != nil {
+			return fmt.Errorf("seal key: %w", err)
+		}
 	}
 	files := []struct {
 		name string
@@ -253,32 +260,11 @@ func writePKI(dataDir string, g joinGrant, keyPEM []byte) error {
 		if len(f.data) == 0 {
 			continue
 		}
-		if err := writeFileSync(pkiPath(dataDir, f.name), f.data); err != nil {
+		if err := writeFileAtomic(pkiPath(dataDir, f.name), f.data, 0o600); err != nil {
 			return fmt.Errorf("cluster credentials: %w", err)
 		}
 	}
-	if len(g.SealKey) > 0 {
-		if err := writeFileSync(filepath.Join(dataDir, sealKeyFile), g.SealKey); err != nil {
-			return fmt.Errorf("seal key: %w", err)
-		}
-	}
 	return nil
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // peerIdentity is the member a verified connection comes from.
