@@ -4,12 +4,8 @@
 package vmtest
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -431,23 +427,7 @@ type simDevice struct {
 func simStatus(t *testing.T, ns *e2e.NS, addr string) []simDevice {
 	t.Helper()
 	var ds []simDevice
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: amtsim\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&ds)
-	})
+	err := ns.GetJSON(addr, &ds)
 	if err != nil {
 		t.Fatalf("amtsim status: %v", err)
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -20,7 +19,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/branchbox/branchbox/provisioner/democa"
-	"github.com/branchbox/branchbox/tests/amtsim/hello"
 )
 
 // The HA lab: a pair (a, b) and a witness (w) on one bridged LAN with
@@ -690,26 +688,7 @@ func (l *haLab) checkProvisionServers(d *haOTPDevice, want []string) {
 
 func (d *haOTPDevice) sendHello(t *testing.T, server string) {
 	t.Helper()
-	u, err := hello.ParseUUID(d.uuid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum, _ := hex.DecodeString(d.rootHash)
-	raw, err := hello.Packet{Version: hello.VersionPKI, UUID: u, Hashes: []hello.Hash{{Alg: hello.SHA256, Sum: sum}}}.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = d.ns.Do(func() error {
-		dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(d.ip)}, Timeout: 5 * time.Second}
-		c, err := dl.Dial("tcp", net.JoinHostPort(server, "9971"))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write(raw)
-		return err
-	})
-	if err != nil {
+	if err := SendHello(d.ns, d.ip, net.JoinHostPort(server, "9971"), d.uuid, d.rootHash); err != nil {
 		t.Fatalf("hello to %s: %v", server, err)
 	}
 }

@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +13,6 @@ import (
 	"time"
 
 	"github.com/branchbox/branchbox/provisioner/democa"
-	"github.com/branchbox/branchbox/tests/amtsim/hello"
 )
 
 // meshCentralVersion is the independent provisioning server amtsim is
@@ -64,23 +58,8 @@ func TestMeshCentralActivatesAMTSim(t *testing.T) {
 		"--custom-root-hash", ca.RootSHA256(), "--status-listen", status)
 	dev.WaitOutput(t, "listening on "+device+":16993", 30*time.Second)
 
-	u, _ := hello.ParseUUID(uuid)
-	root, _ := hex.DecodeString(ca.RootSHA256())
-	pkt, err := hello.Packet{Version: hello.VersionPKI, UUID: u, Hashes: []hello.Hash{{Alg: hello.SHA256, Sum: root}}}.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
-	if err := ns.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(device)}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", "127.0.0.1:9971")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write(pkt)
-		return err
-	}); err != nil {
+	if err := SendHello(ns, device, "127.0.0.1:9971", uuid, ca.RootSHA256()); err != nil {
 		t.Fatalf("hello: %v", err)
 	}
 	server.WaitOutput(t, "Intel AMT ACM activation completed", 90*time.Second)
@@ -198,21 +177,7 @@ type simStatusEntry struct {
 func simStatus(t *testing.T, ns *NS, addr string) simStatusEntry {
 	t.Helper()
 	var out []simStatusEntry
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.0\r\nHost: amtsim\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&out)
-	})
+	err := ns.GetJSON(addr, &out)
 	if err != nil || len(out) != 1 {
 		t.Fatalf("amtsim status: %v %v", err, out)
 	}

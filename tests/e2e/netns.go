@@ -3,9 +3,14 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -153,6 +158,33 @@ func (n *NS) Do(fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return fnErr
+}
+
+// GetJSON fetches http://addr/ from inside the namespace and decodes the
+// JSON answer into v. The connection is dialled on Do's thread itself:
+// net/http's Client would dial from a goroutine of its own, on a thread
+// in some other namespace.
+func (n *NS) GetJSON(addr string, v any) error {
+	return n.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", addr, resp.Status)
+		}
+		return json.NewDecoder(resp.Body).Decode(v)
+	})
 }
 
 // Link joins two namespaces with a veth pair named aIf (in a) and bIf (in

@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -229,23 +225,7 @@ type simFeatureStatus struct {
 func (f *fleet) featureStatus() []simFeatureStatus {
 	f.l.t.Helper()
 	var ds []simFeatureStatus
-	err := f.site.lan.Do(func() error {
-		c, err := net.DialTimeout("tcp", f.status, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: amtsim\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&ds)
-	})
+	err := f.site.lan.GetJSON(f.status, &ds)
 	if err != nil {
 		f.l.t.Fatalf("amtsim status: %v", err)
 	}

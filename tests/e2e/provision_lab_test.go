@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -270,27 +266,7 @@ func (l *lab) startFleet(site string, count int, withRootHash bool, args ...stri
 func (f *fleet) devices() []simDevice {
 	f.l.t.Helper()
 	var ds []simDevice
-	err := f.site.lan.Do(func() error {
-		c, err := net.DialTimeout("tcp", f.status, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: amtsim\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(body, &ds)
-	})
+	err := f.site.lan.GetJSON(f.status, &ds)
 	if err != nil {
 		select {
 		case <-f.proc.done:

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -308,26 +307,7 @@ echo "$1 ip=$ip dns=$dns domain=$domain" >> %s
 		"--uuid", uuid, "--custom-root-hash", site.rootHash}, args...)...)
 	dev.WaitOutput(t, "listening on", 20*time.Second)
 
-	u, err := hello.ParseUUID(uuid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum, _ := hex.DecodeString(site.rootHash)
-	raw, err := hello.Packet{Version: hello.VersionPKI, UUID: u, Hashes: []hello.Hash{{Alg: hello.SHA256, Sum: sum}}}.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = lan.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(lease["ip"])}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", net.JoinHostPort(server, "9971"))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write(raw)
-		return err
-	})
-	if err != nil {
+	if err := SendHello(lan, lease["ip"], net.JoinHostPort(server, "9971"), uuid, site.rootHash); err != nil {
 		t.Fatalf("hello from %s: %v", lease["ip"], err)
 	}
 	return lease["ip"], dev
