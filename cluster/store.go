@@ -179,15 +179,21 @@ func (s *Store) applyEntry(index uint64, data []byte) applyResult {
 // waitApplied returns once the command at raft index idx is applied
 // here, or when ctx ends (or 10 s pass).
 func (s *Store) waitApplied(ctx context.Context, idx uint64) error {
-	deadline := time.Now().Add(10 * time.Second)
+	if s.AppliedIndex() >= idx {
+		return nil
+	}
+	changed, stop := s.Watch()
+	defer stop()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
 	for s.AppliedIndex() < idx {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout.C:
 			return errors.New("timed out")
 		}
-		time.Sleep(time.Millisecond)
 	}
 	return nil
 }
