@@ -7,11 +7,13 @@ package device
 import (
 	"crypto/md5"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -55,8 +57,13 @@ type Config struct {
 	DNSSuffix    string // DHCP option 15 (the boot path may set it later)
 	PKISuffix    string // MEBx/USB trusted suffix; takes precedence over DNSSuffix
 	CustomHashes []CustomHash
-	OTP          string // ProvisioningServerOTP set by a local agent
+	OTP          string // ProvisioningServerOTP a local agent set before boot (MEI can set it later)
 	PID          string // one-touch PID: the device sends v2 hellos (AMT < 11 only)
+	// MAC of the wired interface (GetLANInterfaceSettings); derived from the
+	// UUID when nil.
+	MAC net.HardwareAddr
+	// IPv4 is a static address; the boot path sets a DHCP one instead.
+	IPv4 net.IP
 
 	// SetupMode starts the device in-provisioning with the hello window
 	// open; otherwise it starts pre-provisioning (host-based setup only).
@@ -64,7 +71,7 @@ type Config struct {
 	FirstWindow   time.Duration // window at first boot (24 h on real devices)
 	LaterWindow   time.Duration // window after unprovision (6 h)
 	AllowedModes  []ControlMode // default ACM and CCM
-	LocalPassword string        // $$OsAdmin password; random when empty
+	LocalPassword string        // $$OsAdmin password (1..32 printable ASCII); random when empty
 	RCFGDigest    bool          // during remote configuration demand digest admin/<MEBx password>
 	// StrictElementNames refuses go-wsman-messages v1.8.1's
 	// SetAdminACLEntryEx_INPUT spelling instead of only logging it.
@@ -77,21 +84,38 @@ type Config struct {
 	OnChange func(Status)
 }
 
-// Status is a snapshot for logs and the status endpoint.
+// Status is a snapshot for logs and the status endpoint. Its identity
+// fields are what an OS agent reads over MEI (branchbox-agent info prints
+// the same names).
 type Status struct {
 	UUID        string    `json:"uuid"`
 	AMTVersion  string    `json:"amt_version"`
+	Build       string    `json:"build"`
+	SKU         string    `json:"sku"`
 	State       string    `json:"state"`
 	ControlMode string    `json:"control_mode"`
+	DNSSuffix   string    `json:"dns_suffix"`
 	Event       string    `json:"event,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
 	WindowEnd   time.Time `json:"window_end,omitempty"`
 	Rebooting   bool      `json:"rebooting,omitempty"`
 	// Features is what a provisioner configured after activation.
 	Features FeatureStatus `json:"features"`
-	// Audit is the device's security audit log, newest last; only the
-	// status endpoint carries it, not every state-change line.
+	// Hashes is the root-certificate hash table in handle order; like
+	// Audit, only the status endpoint carries it, not every state-change
+	// line.
+	Hashes []HashStatus `json:"hashes,omitempty"`
+	// Audit is the device's security audit log, newest last.
 	Audit []AuditRecord `json:"audit,omitempty"`
+}
+
+// HashStatus is one hash-table entry as GetCertificateHashEntry reports it.
+type HashStatus struct {
+	Name      string `json:"name"`
+	Algorithm string `json:"algorithm"` // SHA1, SHA256 or SHA384
+	Hash      string `json:"hash"`      // lower-case hex
+	Active    bool   `json:"active"`
+	Default   bool   `json:"default"`
 }
 
 // AuditRecord is one entry of the device's audit log: AMT records security
@@ -148,6 +172,11 @@ type Device struct {
 	localPassword string
 	feat          features
 	tls           tlsStore
+	otp           string
+	mac           net.HardwareAddr
+	ipv4          net.IP
+	dhcp          bool
+	windowUsed    bool // the first (long) provisioning window has been opened
 }
 
 // staged holds remote-configuration settings until CommitChanges.
@@ -176,6 +205,20 @@ func New(cfg Config) (*Device, error) {
 	if cfg.Faults.RebootDowntime == 0 {
 		cfg.Faults.RebootDowntime = 3 * time.Second
 	}
+	if cfg.LocalPassword != "" {
+		if err := checkLocalPassword(cfg.LocalPassword); err != nil {
+			return nil, fmt.Errorf("device %s: %w", cfg.UUID, err)
+		}
+	}
+	if cfg.MAC == nil {
+		cfg.MAC = MACFor(cfg.UUID)
+	}
+	if len(cfg.MAC) != 6 {
+		return nil, fmt.Errorf("device %s: MAC %s is not 6 bytes", cfg.UUID, cfg.MAC)
+	}
+	if cfg.IPv4 != nil && cfg.IPv4.To4() == nil {
+		return nil, fmt.Errorf("device %s: address %s is not IPv4", cfg.UUID, cfg.IPv4)
+	}
 	if cfg.PID != "" && !cfg.Profile.PSKHello {
 		return nil, fmt.Errorf("device %s: AMT %s has no one-touch (PSK) provisioning", cfg.UUID, cfg.Profile.Name)
 	}
@@ -199,6 +242,9 @@ func New(cfg Config) (*Device, error) {
 		localPassword: cfg.LocalPassword,
 		feat:          factoryFeatures(),
 		tls:           newTLSStore(),
+		otp:           cfg.OTP,
+		mac:           cfg.MAC,
+		ipv4:          cfg.IPv4.To4(),
 	}
 	if d.localPassword == "" {
 		d.localPassword = randomHex(16)
@@ -211,6 +257,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	if cfg.SetupMode {
 		d.state = InProvisioning
+		d.windowUsed = true
 		d.windowEnd = d.now().Add(cfg.FirstWindow)
 		if faults.WindowExpired {
 			d.windowEnd = d.now()
@@ -274,7 +321,24 @@ func (d *Device) Status() Status {
 	defer d.mu.Unlock()
 	s := d.statusLocked("")
 	s.Audit = append([]AuditRecord(nil), d.audit...)
+	for _, e := range d.table.Entries {
+		s.Hashes = append(s.Hashes, HashStatus{
+			Name: e.Name, Algorithm: hashAlgName(e.Alg), Hash: hex.EncodeToString(e.Sum), Active: e.Active, Default: e.Default,
+		})
+	}
 	return s
+}
+
+func hashAlgName(a hello.HashAlg) string {
+	switch a {
+	case hello.SHA1:
+		return "SHA1"
+	case hello.SHA256:
+		return "SHA256"
+	case hello.SHA384:
+		return "SHA384"
+	}
+	return a.String()
 }
 
 // Audit returns a copy of the audit log.
@@ -297,8 +361,8 @@ func (d *Device) clock() time.Time { return d.now().Add(d.clockOffset) }
 
 func (d *Device) statusLocked(event string) Status {
 	s := Status{
-		UUID: d.cfg.UUID.String(), AMTVersion: d.cfg.Profile.Version,
-		State: d.state.String(), ControlMode: d.mode.String(),
+		UUID: d.cfg.UUID.String(), AMTVersion: d.cfg.Profile.Version, Build: d.cfg.Profile.Build, SKU: d.cfg.Profile.SKU,
+		State: d.state.String(), ControlMode: d.mode.String(), DNSSuffix: d.trustedSuffixLocked(),
 		Event: event, LastError: d.lastError, Rebooting: d.now().Before(d.rebootUntil),
 		Features: FeatureStatus{
 			SOL: d.feat.sol, IDER: d.feat.ider, RedirectionListener: d.feat.listener, KVM: d.feat.kvm,
@@ -352,11 +416,28 @@ func (d *Device) trustedSuffixLocked() string {
 	return d.dnsSuffix
 }
 
-// SetDHCPSuffix records DHCP option 15 as learnt by the boot path.
-func (d *Device) SetDHCPSuffix(s string) {
+// SetDHCPLease records the address and option 15 the boot path learnt.
+func (d *Device) SetDHCPLease(ip net.IP, suffix string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.dnsSuffix = s
+	d.ipv4, d.dhcp, d.dnsSuffix = ip.To4(), true, suffix
+}
+
+// Network returns the wired interface's MAC and IPv4 address (nil before
+// DHCP).
+func (d *Device) Network() (net.HardwareAddr, net.IP) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mac, d.ipv4
+}
+
+// MACFor derives a stable, locally administered unicast MAC from the UUID,
+// so that a device keeps its MAC across runs.
+func MACFor(u hello.UUID) net.HardwareAddr {
+	s := sha256.Sum256(u[:])
+	mac := net.HardwareAddr(s[:6])
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
 }
 
 // Hello builds the hello packet for the given retry count.

@@ -47,8 +47,8 @@ func (d *Device) GetSetupService() SetupService {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := SetupService{ProvisioningState: d.state, ProvisioningMode: 1, ZeroTouchEnabled: true}
-	if d.cfg.OTP != "" {
-		s.OTPBase64 = base64.StdEncoding.EncodeToString([]byte(d.cfg.OTP))
+	if d.otp != "" {
+		s.OTPBase64 = base64.StdEncoding.EncodeToString([]byte(d.otp))
 	}
 	return s
 }
@@ -261,6 +261,15 @@ func (d *Device) Unprovision(mode int) int {
 		d.mu.Unlock()
 		return code
 	}
+	publish := d.unprovisionLocked(mode)
+	d.mu.Unlock()
+	publish()
+	return PTSuccess
+}
+
+// unprovisionLocked erases the configuration (mode 1 full, 2 partial); the
+// returned function publishes the change once d.mu is released.
+func (d *Device) unprovisionLocked(mode int) func() {
 	if mode == 1 {
 		d.adminHA1 = nil
 		d.table.RemoveCustom()
@@ -280,10 +289,7 @@ func (d *Device) Unprovision(mode int) int {
 		d.state = InProvisioning
 		d.windowEnd = d.now().Add(d.cfg.LaterWindow)
 	}
-	publish := d.changed(fmt.Sprintf("unprovision(%d)", mode))
-	d.mu.Unlock()
-	publish()
-	return PTSuccess
+	return d.changed(fmt.Sprintf("unprovision(%d)", mode))
 }
 
 // chainOpen reports whether certificates may be injected: before activation,

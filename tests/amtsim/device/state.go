@@ -46,15 +46,24 @@ func (m ControlMode) String() string {
 
 // Return values (amt-protocol.md §3.3 tables).
 const (
-	// AMT_SetupAndConfigurationService, AMT_AuthorizationService, time sync.
-	PTSuccess           = 0
-	PTInternalError     = 1
-	PTNotPermitted      = 16
-	PTInvalidParameter  = 36
-	PTFlashWriteLimit   = 38
-	PTInvalidPassword   = 2054
-	PTDataMissing       = 2057
-	PTBlockingComponent = 2076
+	// PT_STATUS / AMT_STATUS: the ReturnValues of
+	// AMT_SetupAndConfigurationService, AMT_AuthorizationService and time
+	// sync, and the Status of every MEI host-interface (PTHI) response.
+	// Numbers from Intel's StatusCodeDefinitions.h (as shipped with Intel's
+	// LMS, e.g. illumos usr/src/cmd/lms/heci) and rpc-go pkg/pthi/status.go.
+	PTSuccess              = 0
+	PTInternalError        = 1
+	PTNotReady             = 2 // no DHCP / option 15 yet (CFG_StartConfigurationEx page)
+	PTInvalidPTMode        = 3 // AMT_STATUS_INVALID_AMT_MODE: not in the current provisioning state
+	PTInvalidMessageLength = 4 // header or embedded length field does not fit the command
+	PTNotPermitted         = 16
+	PTInvalidParameter     = 36
+	PTFlashWriteLimit      = 38
+	PTInvalidCommand       = 0x803 // 2051: PT_STATUS_INVALID_COMMAND
+	PTInvalidHandle        = 0x805 // 2053
+	PTInvalidPassword      = 2054
+	PTDataMissing          = 2057
+	PTBlockingComponent    = 2076
 
 	// IPS_HostBasedSetupService.AddNextCertInChain.
 	CertSuccess             = 0

@@ -137,3 +137,20 @@ func (p Profile) allowsAlg(a hello.HashAlg) bool {
 	}
 	return false
 }
+
+// CodeVersion is one entry of the firmware's version table.
+type CodeVersion struct {
+	Name, Value string
+}
+
+// CodeVersions is the version table AMT reports both as CIM_SoftwareIdentity
+// instances and in MEI CFG_GetCodeVersions, with the entry names of real
+// devices (RPS's CIM_SoftwareIdentity test fixtures; fwupd and rpc-go look up
+// "AMT", "Build Number", "Sku" and "Recovery Version" by these names).
+func (p Profile) CodeVersions() []CodeVersion {
+	return []CodeVersion{
+		{"Flash", p.Version}, {"Netstack", p.Version}, {"AMTApps", p.Version}, {"AMT", p.Version},
+		{"Sku", p.SKU}, {"VendorID", "8086"}, {"Build Number", p.Build}, {"Recovery Version", p.Version},
+		{"Recovery Build Num", p.Build}, {"Legacy Mode", "False"},
+	}
+}

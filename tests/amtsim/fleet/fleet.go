@@ -6,7 +6,6 @@ package fleet
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +23,7 @@ import (
 
 	"github.com/branchbox/branchbox/tests/amtsim/boot"
 	"github.com/branchbox/branchbox/tests/amtsim/device"
+	"github.com/branchbox/branchbox/tests/amtsim/mei"
 	"github.com/branchbox/branchbox/tests/amtsim/wsman"
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	StatusJSON   bool      // state-change lines as JSON instead of text
 	Out          io.Writer // state-change lines
 	Log          *slog.Logger
+	// MeiDir, when set, holds each device's host side: PTHI on <i>.mei and
+	// the LMS-like local WS-Man endpoint on <i>.lms (Unix sockets).
+	MeiDir string
 }
 
 // DeviceStatus is one entry of the status endpoint.
@@ -57,11 +61,9 @@ type DeviceStatus struct {
 type member struct {
 	index int
 	link  string
-	mac   net.HardwareAddr
 	dev   *device.Device
 
 	mu     sync.Mutex
-	ip     net.IP
 	hellos int
 }
 
@@ -89,7 +91,7 @@ func New(cfg Config) (*Fleet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("device %d: %w", i, err)
 		}
-		m := &member{index: i, link: fmt.Sprintf("as%d-%d", os.Getpid(), i), mac: macFor(dc.UUID[:])}
+		m := &member{index: i, link: fmt.Sprintf("as%d-%d", os.Getpid(), i)}
 		dc.OnChange = func(s device.Status) { f.print(m, s) }
 		if m.dev, err = device.New(dc); err != nil {
 			return nil, fmt.Errorf("device %d: %w", i, err)
@@ -99,20 +101,22 @@ func New(cfg Config) (*Fleet, error) {
 	return f, nil
 }
 
-// macFor derives a stable, locally administered unicast MAC from the UUID.
-func macFor(uuid []byte) net.HardwareAddr {
-	s := sha256.Sum256(uuid)
-	mac := net.HardwareAddr(s[:6])
-	mac[0] = mac[0]&0xfe | 0x02
-	return mac
-}
-
 func (m *member) status() DeviceStatus {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	ds := DeviceStatus{Index: m.index, Interface: m.link, MAC: m.mac.String(), Status: m.dev.Status(), HellosSent: m.hellos}
-	if m.ip != nil {
-		ds.IP = m.ip.String()
+	hellos := m.hellos
+	m.mu.Unlock()
+	ds := Snapshot(m.index, m.link, m.dev)
+	ds.HellosSent = hellos
+	return ds
+}
+
+// Snapshot is a device's status entry, with the MAC and address its host
+// interface reports.
+func Snapshot(index int, iface string, dev *device.Device) DeviceStatus {
+	mac, ip := dev.Network()
+	ds := DeviceStatus{Index: index, Interface: iface, MAC: mac.String(), Status: dev.Status()}
+	if ip != nil {
+		ds.IP = ip.String()
 	}
 	return ds
 }
@@ -184,7 +188,8 @@ func sysctl(link, key, value string) error {
 // createLink makes the device's macvlan. ARP and reverse-path settings keep
 // many addresses of one subnet in one namespace from answering for each other.
 func (f *Fleet) createLink(m *member) error {
-	if err := run("ip", "link", "add", m.link, "link", f.cfg.Interface, "address", m.mac.String(), "type", "macvlan", "mode", "bridge"); err != nil {
+	mac, _ := m.dev.Network()
+	if err := run("ip", "link", "add", m.link, "link", f.cfg.Interface, "address", mac.String(), "type", "macvlan", "mode", "bridge"); err != nil {
 		return err
 	}
 	for k, v := range map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"} {
@@ -217,6 +222,13 @@ func (f *Fleet) Run(ctx context.Context) error {
 		}
 	}
 	var wg sync.WaitGroup
+	if f.cfg.MeiDir != "" {
+		for _, m := range f.members {
+			if err := f.serveHost(ctx, &wg, m); err != nil {
+				return fmt.Errorf("device %d: %w", m.index, err)
+			}
+		}
+	}
 	for _, m := range f.members {
 		wg.Add(1)
 		go func() {
@@ -225,6 +237,36 @@ func (f *Fleet) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	return nil
+}
+
+// serveHost runs the device's host side, which exists whether or not the
+// device is on the network: PTHI (as /dev/mei0) and the local WS-Man
+// endpoint (as LMS's 16992).
+func (f *Fleet) serveHost(ctx context.Context, wg *sync.WaitGroup, m *member) error {
+	log := f.cfg.Log.With("device", m.index)
+	meiLn, err := mei.ListenUnix(filepath.Join(f.cfg.MeiDir, fmt.Sprintf("%d.mei", m.index)))
+	if err != nil {
+		return err
+	}
+	lmsLn, err := mei.ListenUnix(filepath.Join(f.cfg.MeiDir, fmt.Sprintf("%d.lms", m.index)))
+	if err != nil {
+		_ = meiLn.Close()
+		return err
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := mei.Serve(ctx, m.dev, meiLn); err != nil {
+			log.Error("MEI server stopped", "err", err.Error())
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := wsman.ServeLocal(ctx, m.dev, lmsLn); err != nil {
+			log.Error("local WS-Man server stopped", "err", err.Error())
+		}
+	}()
 	return nil
 }
 
@@ -251,10 +293,7 @@ func (f *Fleet) boot(ctx context.Context, m *member) {
 		log.Error("cannot configure address", "err", err.Error())
 		return
 	}
-	m.mu.Lock()
-	m.ip = lease.IP
-	m.mu.Unlock()
-	m.dev.SetDHCPSuffix(lease.Domain)
+	m.dev.SetDHCPLease(lease.IP, lease.Domain)
 	log.Info("DHCP lease", "lease", lease.String())
 	f.print(m, withEvent(m.dev.Status(), "dhcp-bound"))
 

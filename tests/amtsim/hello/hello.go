@@ -83,9 +83,10 @@ func ParseUUID(s string) (UUID, error) {
 	return u, nil
 }
 
-// The wire carries the UUID like an SMBIOS/Microsoft GUID: the first three
-// fields little-endian, the last eight bytes as they are.
-func (u UUID) wire() [16]byte {
+// Wire is the UUID as the hello and MEI GetUUID carry it, like an
+// SMBIOS/Microsoft GUID: the first three fields little-endian, the last
+// eight bytes as they are.
+func (u UUID) Wire() [16]byte {
 	var w [16]byte
 	copy(w[:], u[:])
 	w[0], w[1], w[2], w[3] = u[3], u[2], u[1], u[0]
@@ -128,7 +129,7 @@ func (p Packet) Marshal() ([]byte, error) {
 	}
 	binary.LittleEndian.PutUint16(b[2:], uint16(p.Version))
 	binary.LittleEndian.PutUint32(b[4:], p.RetryCount)
-	w := p.UUID.wire()
+	w := p.UUID.Wire()
 	copy(b[8:24], w[:])
 	switch p.Version {
 	case VersionPKI:

@@ -284,13 +284,9 @@ func (h *Handler) setupInstances(class string) ([]instance, bool) {
 		}}}, true
 	case "CIM_SoftwareIdentity":
 		var out []instance
-		for _, kv := range [][2]string{
-			{"Flash", p.Version}, {"Netstack", p.Version}, {"AMTApps", p.Version}, {"AMT", p.Version},
-			{"Sku", p.SKU}, {"VendorID", "8086"}, {"Build Number", p.Build}, {"Recovery Version", p.Version},
-			{"Recovery Build Num", p.Build}, {"Legacy Mode", "False"},
-		} {
+		for _, v := range p.CodeVersions() {
 			out = append(out, instance{class: class, fields: []field{
-				f("InstanceID", kv[0]), f("IsEntity", "true"), f("VersionString", kv[1]),
+				f("InstanceID", v.Name), f("IsEntity", "true"), f("VersionString", v.Value),
 			}})
 		}
 		return out, true

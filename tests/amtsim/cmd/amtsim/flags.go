@@ -27,6 +27,8 @@ type deviceFlags struct {
 	faults      []string
 	logLevel    string
 	pidPrefix   string
+	setupMode   bool
+	localPW     string
 }
 
 func (df *deviceFlags) register(fs *flag.FlagSet, multi bool) {
@@ -43,6 +45,8 @@ func (df *deviceFlags) register(fs *flag.FlagSet, multi bool) {
 	fs.DurationVar(&df.window, "window", 24*time.Hour, "provisioning window after boot")
 	fs.DurationVar(&df.laterWindow, "later-window", 6*time.Hour, "provisioning window reopened after an unprovision")
 	fs.BoolVar(&df.rcfgDigest, "rcfg-digest", false, "during remote configuration demand HTTP digest admin/<MEBx password> (default: the client chain alone authenticates)")
+	fs.BoolVar(&df.setupMode, "setup-mode", true, "boot in-provisioning with the provisioning window open (hellos in fleet mode); false boots pre-provisioning with the window closed and no hellos until MEI StartConfiguration (or host-based setup)")
+	fs.StringVar(&df.localPW, "local-password", "", "$$OsAdmin password of the local (LMS) endpoint, 1..32 printable ASCII (default random per device; MEI GetLocalSystemAccount hands it out)")
 	fs.BoolVar(&df.strictACL, "strict-acl-element", false, "refuse go-wsman-messages v1.8.1's SetAdminACLEntryEx_INPUT spelling instead of logging it")
 	help := "fault knob NAME[=VALUE]; repeatable:\n  " + device.FaultNames
 	if multi {
@@ -80,7 +84,7 @@ func (df *deviceFlags) config(index int, uuid hello.UUID, log *slog.Logger) (dev
 		return device.Config{}, err
 	}
 	cfg := device.Config{
-		UUID: uuid, Profile: p, PKISuffix: df.pkiSuffix, OTP: df.otp, SetupMode: true,
+		UUID: uuid, Profile: p, PKISuffix: df.pkiSuffix, OTP: df.otp, SetupMode: df.setupMode, LocalPassword: df.localPW,
 		FirstWindow: df.window, LaterWindow: df.laterWindow, RCFGDigest: df.rcfgDigest,
 		StrictElementNames: df.strictACL, Log: log,
 	}

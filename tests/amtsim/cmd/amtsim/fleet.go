@@ -38,6 +38,7 @@ stdout, one line per change.`)
 	helloPort := fs.Int("hello-port", 9971, "provisioning server port the hello goes to")
 	serverName := fs.String("server-name", "ProvisionServer", "host label resolved under the DNS suffix")
 	dhcpTimeout := fs.Duration("dhcp-timeout", 5*time.Second, "per-attempt DHCP timeout")
+	meiDir := fs.String("mei-dir", "", "directory for each device's host side: DIR/<i>.mei serves the MEI host interface (PTHI), DIR/<i>.lms the LMS-like local WS-Man endpoint (Unix sockets; created if missing)")
 	var uuids uuidList
 	fs.Var(&uuids, "uuid", "UUID of the next device, so a console can register it (and its OTP) before it boots; repeatable, devices past the list get random UUIDs")
 	var df deviceFlags
@@ -65,9 +66,14 @@ stdout, one line per change.`)
 	if err != nil {
 		return err
 	}
+	if *meiDir != "" {
+		if err := os.MkdirAll(*meiDir, 0o700); err != nil {
+			return fmt.Errorf("--mei-dir: %w", err)
+		}
+	}
 	f, err := fleet.New(fleet.Config{
 		Count: *count, Interface: *iface, Schedule: sched, HelloPort: *helloPort, ServerName: *serverName,
-		DHCPTimeout: *dhcpTimeout, StatusJSON: *statusJSON, Out: os.Stdout, Log: log,
+		DHCPTimeout: *dhcpTimeout, StatusJSON: *statusJSON, Out: os.Stdout, Log: log, MeiDir: *meiDir,
 		DeviceConfig: func(i int) (device.Config, error) { return df.config(i, uuids.pick(i), log) },
 	})
 	if err != nil {

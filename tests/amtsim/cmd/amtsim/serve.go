@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/branchbox/branchbox/tests/amtsim/device"
 	"github.com/branchbox/branchbox/tests/amtsim/fleet"
 	"github.com/branchbox/branchbox/tests/amtsim/hello"
+	"github.com/branchbox/branchbox/tests/amtsim/mei"
 	"github.com/branchbox/branchbox/tests/amtsim/wsman"
 )
 
@@ -28,11 +30,10 @@ WS-Management on /wsman.`)
 	}
 	listen := fs.String("listen", "127.0.0.1:16993", "TLS (remote, 16993) address")
 	httpListen := fs.String("http-listen", "", "optional plain-HTTP remote (16992) address, up once the device is provisioned")
-	localListen := fs.String("local-listen", "", "optional plain-HTTP host-side (LMS, 16992) address for host-based setup; user $$OsAdmin, password --local-password")
+	localListen := fs.String("local-listen", "", "optional plain-HTTP host-side (LMS, 16992) endpoint for host-based setup, ADDR:PORT or unix:PATH; user $$OsAdmin (password --local-password, or read over --mei-socket), and admin once activated")
+	meiSocket := fs.String("mei-socket", "", "optional Unix socket PATH serving the MEI host interface (PTHI) as /dev/mei0 would")
 	domain := fs.String("domain", "", "the device's DNS suffix (as DHCP option 15 would set it); required")
 	uuidFlag := fs.String("uuid", "", "device UUID (default random)")
-	localPassword := fs.String("local-password", "", "$$OsAdmin password on --local-listen (required with it)")
-	setupMode := fs.Bool("setup-mode", true, "start in-provisioning with the window open; false starts pre-provisioning for host-based setup")
 	statusListen := fs.String("status-listen", "", "serve GET / with the device's JSON status (as the fleet's, features included) on this address")
 	var df deviceFlags
 	df.register(fs, false)
@@ -48,8 +49,8 @@ WS-Management on /wsman.`)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
 	}
-	if *localListen != "" && *localPassword == "" {
-		return errors.New("serve: --local-listen needs --local-password")
+	if *localListen != "" && df.localPW == "" && *meiSocket == "" {
+		return errors.New("serve: --local-listen needs --local-password or --mei-socket (to read the random one)")
 	}
 	log, err := df.logger()
 	if err != nil {
@@ -65,15 +66,18 @@ WS-Management on /wsman.`)
 	if err != nil {
 		return err
 	}
-	cfg.DNSSuffix, cfg.SetupMode, cfg.LocalPassword = *domain, *setupMode, *localPassword
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	cfg.DNSSuffix = *domain
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.To4() != nil && !ta.IP.IsUnspecified() {
+		cfg.IPv4 = ta.IP
+	}
 	cfg.OnChange = func(s device.Status) { fleet.PrintStatus(os.Stdout, fleet.DeviceStatus{Index: 1, Status: s}, false) }
 	dev, err := device.New(cfg)
 	if err != nil {
 		return err
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- wsman.ServeRemote(ctx, dev, ln) }()
@@ -87,13 +91,26 @@ WS-Management on /wsman.`)
 		go func() { errc <- wsman.ServeRemoteHTTP(ctx, dev, hln) }()
 	}
 	if *localListen != "" {
-		lln, err := net.Listen("tcp", *localListen)
+		lln, err := listenLocal(*localListen)
 		if err != nil {
-			return fmt.Errorf("serve: %w", err)
+			return fmt.Errorf("serve: --local-listen: %w", err)
 		}
 		servers++
 		go func() { errc <- wsman.ServeLocal(ctx, dev, lln) }()
-		fmt.Printf("amtsim: local WS-Man on http://%s/wsman as %s\n", lln.Addr(), device.LocalUser)
+		where := "http://" + lln.Addr().String() + "/wsman"
+		if lln.Addr().Network() == "unix" {
+			where = "unix:" + lln.Addr().String()
+		}
+		fmt.Printf("amtsim: local WS-Man on %s as %s\n", where, device.LocalUser)
+	}
+	if *meiSocket != "" {
+		mln, err := mei.ListenUnix(*meiSocket)
+		if err != nil {
+			return fmt.Errorf("serve: --mei-socket: %w", err)
+		}
+		servers++
+		go func() { errc <- mei.Serve(ctx, dev, mln) }()
+		fmt.Printf("amtsim: MEI host interface on unix:%s\n", *meiSocket)
 	}
 	if *statusListen != "" {
 		sln, err := net.Listen("tcp", *statusListen)
@@ -101,7 +118,7 @@ WS-Management on /wsman.`)
 			return fmt.Errorf("serve: status endpoint: %w", err)
 		}
 		go fleet.ServeStatus(ctx, sln, func() []fleet.DeviceStatus {
-			return []fleet.DeviceStatus{{Index: 1, Interface: "serve", IP: ipOf(ln.Addr()), Status: dev.Status()}}
+			return []fleet.DeviceStatus{fleet.Snapshot(1, "serve", dev)}
 		})
 		fmt.Printf("amtsim: status on http://%s/\n", sln.Addr())
 	}
@@ -115,9 +132,11 @@ WS-Management on /wsman.`)
 	return nil
 }
 
-func ipOf(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
+// listenLocal opens the LMS-like endpoint: TCP ADDR:PORT, or unix:PATH as
+// the agent's --lms unix:PATH reaches it.
+func listenLocal(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return mei.ListenUnix(path)
 	}
-	return ""
+	return net.Listen("tcp", addr)
 }
