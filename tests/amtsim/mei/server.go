@@ -18,8 +18,8 @@ import (
 
 // frameTimeout bounds the time from a message's first byte to its last: a
 // write to /dev/mei0 is one message, so a stream that stops mid-message is
-// a truncated request, not a slow one.
-const frameTimeout = 5 * time.Second
+// a truncated request, not a slow one. Tests shorten it.
+var frameTimeout = 5 * time.Second
 
 // ListenUnix listens on a host-side Unix socket (MEI or LMS). A stale socket
 // left by an earlier run is replaced; any other file at path is an error.
