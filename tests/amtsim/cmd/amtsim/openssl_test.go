@@ -53,6 +53,14 @@ func buildBinary(t *testing.T) string {
 // startServe runs "amtsim serve" and returns its address and stderr.
 func startServe(t *testing.T, bin string, args ...string) (string, *lockedBuffer) {
 	t.Helper()
+	addr, stderr, _ := startServeLines(t, bin, args...)
+	return addr, stderr
+}
+
+// startServeLines is startServe that also returns the lines printed before
+// the device line (the other endpoints' addresses).
+func startServeLines(t *testing.T, bin string, args ...string) (string, *lockedBuffer, []string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
 	stderr := &lockedBuffer{}
@@ -80,20 +88,26 @@ func startServe(t *testing.T, bin string, args ...string) (string, *lockedBuffer
 		close(lines)
 	}()
 	re := regexp.MustCompile(`listening on (\S+)`)
-	select {
-	case l, ok := <-lines:
-		if m := re.FindStringSubmatch(l); ok && m != nil {
-			go func() {
-				for range lines {
-				}
-			}()
-			return m[1], stderr
+	var before []string
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("amtsim serve exited after %q; stderr:\n%s", before, stderr.String())
+			}
+			if m := re.FindStringSubmatch(l); m != nil {
+				go func() {
+					for range lines {
+					}
+				}()
+				return m[1], stderr, before
+			}
+			before = append(before, l)
+		case <-timeout:
+			t.Fatalf("amtsim serve did not start; stderr:\n%s", stderr.String())
 		}
-		t.Fatalf("unexpected first line %q; stderr:\n%s", l, stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("amtsim serve did not start; stderr:\n%s", stderr.String())
 	}
-	return "", nil
 }
 
 func writePEM(t *testing.T, dir, name string, certs []*x509.Certificate) string {
