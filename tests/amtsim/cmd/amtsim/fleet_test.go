@@ -269,53 +269,11 @@ func TestFleetBootsAndProvisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := buildBinary(t)
 	const n = 3
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.dev, bin, "--count", fmt.Sprint(n), "--interface", l.devIf,
+	fp := startFleet(t, l, "--count", fmt.Sprint(n),
 		"--custom-root-hash", hex.EncodeToString(firmware.Digest(hello.SHA256, root.Certs[0].Raw)),
 		"--status-listen", "127.0.0.1:8099", "--hello-schedule", "1x1s,100x3s", "--dhcp-timeout", "2s",
 		"--fault", "drop-commit-response@2")
-	// SIGTERM, so that amtsim removes its interfaces as in real use.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		_ = cmd.Wait() // reports the cancelled context even on a clean exit
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("amtsim exited with %d on SIGTERM", code)
-		}
-		// "ip netns exec" execs amtsim, so its links are named after this pid.
-		links := fmt.Sprintf("as%d-", cmd.Process.Pid)
-		if out, _ := exec.Command("ip", "-n", l.dev, "-br", "link").Output(); strings.Contains(string(out), links) {
-			t.Errorf("device interfaces left behind:\n%s", out)
-		}
-		if strings.Contains(stderr.String(), "DATA RACE") {
-			t.Error("amtsim reported a data race")
-		}
-		if t.Failed() {
-			t.Logf("amtsim stderr:\n%s", stderr.String())
-		}
-	})
-	var lines []string
-	var linesMu sync.Mutex
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			linesMu.Lock()
-			lines = append(lines, sc.Text())
-			linesMu.Unlock()
-		}
-	}()
 
 	// Each device must send hello retry 0 and retry 1 on the schedule.
 	seen := map[string]map[uint32]bool{} // source IP -> retries
@@ -338,7 +296,7 @@ func TestFleetBootsAndProvisions(t *testing.T) {
 	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: nsDial(l.dev)}}
 	indexByIP := map[string]int{}
-	for _, st := range fetchStatus(t, hc) {
+	for _, st := range fetchStatus(t, hc, 8099) {
 		indexByIP[st.IP] = st.Index
 	}
 	for ip := range seen {
@@ -365,10 +323,10 @@ func TestFleetBootsAndProvisions(t *testing.T) {
 	}
 
 	links, err := exec.Command("ip", "-n", l.dev, "-br", "link").Output()
-	if err != nil || strings.Count(string(links), fmt.Sprintf("as%d-", cmd.Process.Pid)) != n {
+	if err != nil || strings.Count(string(links), fmt.Sprintf("as%d-", fp.pid())) != n {
 		t.Fatalf("device interfaces: %v\n%s", err, links)
 	}
-	status := fetchStatus(t, hc)
+	status := fetchStatus(t, hc, 8099)
 	if len(status) != n {
 		t.Fatalf("%d devices in status", len(status))
 	}
@@ -383,17 +341,80 @@ func TestFleetBootsAndProvisions(t *testing.T) {
 			t.Fatalf("%s resolves to %q, not %s", s.IP, strings.TrimSpace(string(neigh)), s.MAC)
 		}
 	}
-	linesMu.Lock()
-	out := strings.Join(lines, "\n")
-	linesMu.Unlock()
+	out := fp.output()
 	if strings.Count(out, "event=commit") != n || strings.Count(out, "event=dhcp-bound") != n {
 		t.Fatalf("state-change lines:\n%s", out)
 	}
 }
 
-func fetchStatus(t *testing.T, hc *http.Client) []fleet.DeviceStatus {
+// fleetProc is a running "amtsim --count N" in the LAN's device namespace.
+type fleetProc struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+}
+
+func (fp *fleetProc) pid() int { return fp.cmd.Process.Pid }
+
+// output is the state-change lines printed so far.
+func (fp *fleetProc) output() string {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return strings.Join(fp.lines, "\n")
+}
+
+// startFleet runs amtsim in fleet mode on the LAN's device interface and
+// checks on cleanup that it exits cleanly on SIGTERM and removes its links.
+func startFleet(t *testing.T, l *lan, args ...string) *fleetProc {
 	t.Helper()
-	resp, err := hc.Get("http://127.0.0.1:8099/")
+	bin := buildBinary(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.dev, bin, "--interface", l.devIf}, args...)...)
+	// SIGTERM, so that amtsim removes its interfaces as in real use.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fp := &fleetProc{cmd: cmd}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait() // reports the cancelled context even on a clean exit
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("amtsim exited with %d on SIGTERM", code)
+		}
+		// "ip netns exec" execs amtsim, so its links are named after this pid.
+		links := fmt.Sprintf("as%d-", cmd.Process.Pid)
+		if out, _ := exec.Command("ip", "-n", l.dev, "-br", "link").Output(); strings.Contains(string(out), links) {
+			t.Errorf("device interfaces left behind:\n%s", out)
+		}
+		if strings.Contains(stderr.String(), "DATA RACE") {
+			t.Error("amtsim reported a data race")
+		}
+		if t.Failed() {
+			t.Logf("amtsim stderr:\n%s", stderr.String())
+		}
+	})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			fp.mu.Lock()
+			fp.lines = append(fp.lines, sc.Text())
+			fp.mu.Unlock()
+		}
+	}()
+	return fp
+}
+
+func fetchStatus(t *testing.T, hc *http.Client, port int) []fleet.DeviceStatus {
+	t.Helper()
+	resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 	if err != nil {
 		t.Fatal(err)
 	}
