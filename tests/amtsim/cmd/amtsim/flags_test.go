@@ -15,7 +15,8 @@ func TestDeviceFlags(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	df.register(fs, true)
 	err := fs.Parse([]string{"--amt-version", "3.0", "--custom-root-hash", "742c3192e607e424eb4549542be1bbc53e6174e2",
-		"--fault", "slow=1s@2-3", "--fault", "wrong-realm", "--pid-prefix", "ab", "--window", "90s"})
+		"--fault", "slow=1s@2-3", "--fault", "wrong-realm", "--pid-prefix", "ab", "--window", "90s",
+		"--setup-mode=false", "--local-password", "Local-Pass-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,8 @@ func TestDeviceFlags(t *testing.T) {
 	if c1.Faults.Slow != 0 || c3.Faults.Slow != time.Second || !c1.Faults.WrongRealm || !c3.Faults.WrongRealm {
 		t.Fatalf("faults: %+v / %+v", c1.Faults, c3.Faults)
 	}
-	if c3.PID != "AB000003" || c1.Profile.Name != "3.0" || c1.FirstWindow != 90*time.Second || len(c1.CustomHashes) != 1 {
+	if c3.PID != "AB000003" || c1.Profile.Name != "3.0" || c1.FirstWindow != 90*time.Second || len(c1.CustomHashes) != 1 ||
+		c1.SetupMode || c3.LocalPassword != "Local-Pass-1" {
 		t.Fatalf("config: %+v", c3)
 	}
 	for _, bad := range [][]string{{"--fault", "nope"}, {"--custom-root-hash", "abcd"}} {

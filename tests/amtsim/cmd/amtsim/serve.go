@@ -16,16 +16,18 @@ import (
 	"github.com/branchbox/branchbox/tests/amtsim/wsman"
 )
 
-// runServe is the single-device mode of contract.md: one factory-fresh
-// device in setup mode, no DHCP, no hello.
+// runServe is the single-device mode of contract.md: one device, no DHCP,
+// no hello; in setup mode unless --setup-mode=false, optionally with its
+// host side (MEI, LMS) for an OS agent.
 func runServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("amtsim serve", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: amtsim serve --listen ADDR:PORT --domain D [--custom-root-hash SHA256HEX]... [--amt-version X.Y] [flags]
 
-Runs one factory-fresh simulated AMT device without DHCP: a TLS server that
-checks a presented provisioning chain as the firmware would and answers
-WS-Management on /wsman.`)
+Runs one simulated AMT device without DHCP: a TLS server that checks a
+presented provisioning chain as the firmware would and answers WS-Management
+on /wsman; with --mei-socket and --local-listen also the host side an OS agent
+uses (MEI host interface, LMS-like local WS-Man).`)
 		fs.PrintDefaults()
 	}
 	listen := fs.String("listen", "127.0.0.1:16993", "TLS (remote, 16993) address")
