@@ -278,11 +278,15 @@ func (a *Agent) Wait(ctx context.Context, api *API, uuid string, base DeviceStat
 	if every <= 0 {
 		every = 2 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := base
+	timedOut := func() error {
+		return fmt.Errorf("device %s not activated within %s (server state %q)", uuid, d, last.State)
+	}
 	for {
 		st, err := api.Device(ctx, uuid)
 		var ae *APIError
@@ -295,12 +299,15 @@ func (a *Agent) Wait(ctx context.Context, api *API, uuid string, base DeviceStat
 			}
 		case errors.As(err, &ae) && ae.Status == 404:
 			// Not seen yet: the hello has not arrived.
-		case ctx.Err() == nil:
+		case !time.Now().Before(deadline):
+			// The call was cut short by the wait's own deadline.
+			return last, timedOut()
+		default:
 			return last, err
 		}
 		select {
 		case <-ctx.Done():
-			return last, fmt.Errorf("device %s not activated within %s (server state %q)", uuid, d, last.State)
+			return last, timedOut()
 		case <-t.C:
 		}
 	}

@@ -161,8 +161,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such device"})
 			return
 		}
+		// The record changes only when the state does.
+		since := i
+		for since > 0 && s.States[since-1] == s.States[i] {
+			since--
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"uuid": strings.TrimPrefix(r.URL.Path, "/agent/v1/devices/"),
-			"site": s.Site, "state": s.States[i], "last_error": "", "updated": time.Unix(int64(1000+i), 0).UTC()})
+			"site": s.Site, "state": s.States[i], "last_error": "", "updated": time.Unix(int64(1000+since), 0).UTC()})
 	case r.Method == http.MethodPost && r.URL.Path == "/agent/v1/activate":
 		s.activate(w, r, body, serverProof)
 	default:
