@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/branchbox/branchbox/provisioner/agent"
-	"github.com/branchbox/branchbox/provisioner/agent/internal/testpeer"
+	"github.com/branchbox/branchbox/provisioner/agent/agenttest"
 	"github.com/branchbox/branchbox/provisioner/wsman"
 )
 
@@ -48,9 +48,9 @@ func (l *logBuf) String() string {
 }
 
 type rig struct {
-	dev  *testpeer.PTHI
-	srv  *testpeer.Server
-	lms  *testpeer.LMS
+	dev  *agenttest.PTHI
+	srv  *agenttest.Server
+	lms  *agenttest.LMS
 	ag   *agent.Agent
 	url  string
 	logs *logBuf
@@ -59,11 +59,11 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{dev: testpeer.NewPTHI(), logs: &logBuf{}}
-	r.srv = &testpeer.Server{Site: site, Token: token, OTP: testOTP, Domain: "branch.example.com",
+	r := &rig{dev: agenttest.NewPTHI(), logs: &logBuf{}}
+	r.srv = &agenttest.Server{Site: site, Token: token, OTP: testOTP, Domain: "branch.example.com",
 		Expires: time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)}
 	r.url = r.srv.Start(t)
-	r.lms = testpeer.NewLMS(r.dev.Password, adminPass)
+	r.lms = agenttest.NewLMS(r.dev.Password, adminPass)
 	r.tok = filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(r.tok, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -318,7 +318,7 @@ func TestActivateRelay(t *testing.T) {
 	r := newRig(t)
 	r.dev.State = 1 // window open: the agent must close it first
 	var transcript bytes.Buffer
-	r.srv.Relay = func(rc *testpeer.RelayConn) error {
+	r.srv.Relay = func(rc *agenttest.RelayConn) error {
 		step := func(name string, want int, method, path string, hdr http.Header) (*http.Response, error) {
 			resp, body, err := rc.Do(method, path, hdr, []byte(wsmanBody))
 			if err != nil {
@@ -433,17 +433,17 @@ func TestActivateOutcomes(t *testing.T) {
 	tests := []struct {
 		name  string
 		setup func(*rig)
-		relay func(*rig, *testpeer.RelayConn) error
+		relay func(*rig, *agenttest.RelayConn) error
 		want  string // error substring, or "result: ..." for a result check
 	}{
-		{"firmware refused", nil, func(r *rig, rc *testpeer.RelayConn) error {
+		{"firmware refused", nil, func(r *rig, rc *agenttest.RelayConn) error {
 			return rc.PostResult(r.dev.UUID, "none", "add-cert-chain", "AddNextCertInChain: 4 CertVerifyFailed")
 		}, "result: not activated"},
 		{"post-provisioning", func(r *rig) { r.dev.State, r.dev.Mode = 2, 2 }, nil,
 			"is post-provisioning (control mode acm); host-based activation needs pre-provisioning"},
 		{"server refuses", func(r *rig) { r.srv.ActivateError = "root-hash: not active on the device" }, nil,
 			"server: HTTP 409: root-hash: not active on the device"},
-		{"impostor 101", func(r *rig) { r.srv.ProofToken = "impostor-token-0123456789xyz" }, func(r *rig, rc *testpeer.RelayConn) error {
+		{"impostor 101", func(r *rig) { r.srv.ProofToken = "impostor-token-0123456789xyz" }, func(r *rig, rc *agenttest.RelayConn) error {
 			_, _, err := rc.Do("POST", "/wsman", http.Header{"Branchbox-Relay-Auth": {"osadmin"}}, []byte(wsmanBody))
 			if err == nil {
 				return errors.New("the agent relayed for an impostor")
@@ -451,9 +451,9 @@ func TestActivateOutcomes(t *testing.T) {
 			return nil
 		}, "HTTP 101 without a valid Branchbox-Server-Proof"},
 		{"lms down", func(r *rig) { r.ag.LMS = "unix:/nonexistent/lms" }, nil, "LMS at unix:/nonexistent/lms unreachable"},
-		{"closed without result", nil, func(*rig, *testpeer.RelayConn) error { return nil },
+		{"closed without result", nil, func(*rig, *agenttest.RelayConn) error { return nil },
 			"the server closed the connection before sending its result"},
-		{"oversized request", nil, func(r *rig, rc *testpeer.RelayConn) error {
+		{"oversized request", nil, func(r *rig, rc *agenttest.RelayConn) error {
 			rc.Write([]byte("POST /wsman HTTP/1.1\r\nHost: agent\r\nContent-Length: 2000000\r\n\r\n"))
 			resp, _, err := rc.ReadResponse()
 			if err != nil || resp.StatusCode != 413 {
@@ -461,7 +461,7 @@ func TestActivateOutcomes(t *testing.T) {
 			}
 			return nil
 		}, "request larger than 1048576 bytes"},
-		{"oversized header", nil, func(r *rig, rc *testpeer.RelayConn) error {
+		{"oversized header", nil, func(r *rig, rc *agenttest.RelayConn) error {
 			rc.Write([]byte("POST /wsman HTTP/1.1\r\nX: " + strings.Repeat("a", 2<<20) + "\r\n\r\n"))
 			return nil
 		}, "request larger than 1048576 bytes"},
@@ -473,7 +473,7 @@ func TestActivateOutcomes(t *testing.T) {
 				tt.setup(r)
 			}
 			if tt.relay != nil {
-				r.srv.Relay = func(rc *testpeer.RelayConn) error { return tt.relay(r, rc) }
+				r.srv.Relay = func(rc *agenttest.RelayConn) error { return tt.relay(r, rc) }
 			}
 			res, err := r.ag.Activate(context.Background(), r.api(t))
 			if tt.want == "result: not activated" {

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/branchbox/branchbox/provisioner/agent/internal/testpeer"
+	"github.com/branchbox/branchbox/provisioner/agent/agenttest"
 	"github.com/branchbox/branchbox/provisioner/agent/mei"
 )
 
-func open(t *testing.T, d *testpeer.PTHI) *mei.Client {
+func open(t *testing.T, d *agenttest.PTHI) *mei.Client {
 	t.Helper()
 	// Short: a truncated response waits for the deadline.
 	c, err := mei.Open("unix:"+d.Serve(t), 300*time.Millisecond)
@@ -30,7 +30,7 @@ func open(t *testing.T, d *testpeer.PTHI) *mei.Client {
 // TestCommandsOverSocket runs every command against the fake firmware on
 // one connection, many requests back to back.
 func TestCommandsOverSocket(t *testing.T) {
-	d := testpeer.NewPTHI()
+	d := agenttest.NewPTHI()
 	c := open(t, d)
 
 	u, err := c.GetUUID()
@@ -101,7 +101,7 @@ func TestCommandsOverSocket(t *testing.T) {
 }
 
 func TestFirmwareRefusals(t *testing.T) {
-	d := testpeer.NewPTHI()
+	d := agenttest.NewPTHI()
 	d.State = 2
 	c := open(t, d)
 	err := c.SetProvisioningServerOTP(mei.SetProvisioningServerOTPRequest{OTP: "SECRET-OTP-1"})
@@ -153,7 +153,7 @@ func TestMalformedOverSocket(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := testpeer.NewPTHI()
+			d := agenttest.NewPTHI()
 			d.Raw = map[uint32][]byte{uint32(mei.CmdGetControlMode): tt.raw}
 			c := open(t, d)
 			_, err := c.GetControlMode()
@@ -191,7 +191,7 @@ func TestDialErrors(t *testing.T) {
 
 // TestSocketTimeout: a peer that never answers does not hang the agent.
 func TestSocketTimeout(t *testing.T) {
-	path := testpeer.ShortSocketPath(t, "mute")
+	path := agenttest.ShortSocketPath(t, "mute")
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)

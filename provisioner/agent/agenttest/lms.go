@@ -1,4 +1,4 @@
-package testpeer
+package agenttest
 
 import (
 	"crypto/md5"

@@ -1,11 +1,12 @@
-// Package testpeer holds the far ends the agent's tests talk to at their
+// Package agenttest holds the far ends the agent's tests talk to at their
 // true boundaries: a PTHI firmware on a Unix socket, an LMS with digest
 // authentication, and a branchbox agent listener that checks the channel
 // binding and drives a relay. They are written from the same sources as
 // the agent but share none of its code, so a layout mistake on one side
 // shows up as a failure. amtsim (tests/amtsim) is the full simulator; the
-// lead's end-to-end tests run the agent against it.
-package testpeer
+// lead's end-to-end tests run the agent against it. Test support only, as
+// net/http/httptest is: the agent binary does not link it.
+package agenttest
 
 import (
 	"encoding/binary"
