@@ -77,6 +77,7 @@ func (a *Agent) Register(ctx context.Context, api *API) (Registration, error) {
 	if err := checkRegistration(reg, info.UUID); err != nil {
 		return Registration{}, err
 	}
+	reg.UUID = info.UUID // the canonical spelling, which Start compares with
 	if err := a.saveRegistration(reg); err != nil {
 		return Registration{}, err
 	}
@@ -337,6 +338,9 @@ func (a *Agent) Activate(ctx context.Context, api *API) (Result, error) {
 	res, err := newRelay(ex, lms, acct, a.log()).run(ctx)
 	if err != nil {
 		return Result{}, err
+	}
+	if u, err := hello.NormalizeUUID(res.UUID); err != nil || u != info.UUID {
+		return res, fmt.Errorf("the server's result is for device %q, this device is %s", res.UUID, info.UUID)
 	}
 	return res, nil
 }

@@ -439,6 +439,9 @@ func TestActivateOutcomes(t *testing.T) {
 		{"firmware refused", nil, func(r *rig, rc *agenttest.RelayConn) error {
 			return rc.PostResult(r.dev.UUID, "none", "add-cert-chain", "AddNextCertInChain: 4 CertVerifyFailed")
 		}, "result: not activated"},
+		{"result for another device", nil, func(r *rig, rc *agenttest.RelayConn) error {
+			return rc.PostResult("aaaaaaaa-0000-0000-0000-000000000000", "acm", "verify", "")
+		}, `the server's result is for device "aaaaaaaa-0000-0000-0000-000000000000"`},
 		{"post-provisioning", func(r *rig) { r.dev.State, r.dev.Mode = 2, 2 }, nil,
 			"is post-provisioning (control mode acm); host-based activation needs pre-provisioning"},
 		{"server refuses", func(r *rig) { r.srv.ActivateError = "root-hash: not active on the device" }, nil,

@@ -196,13 +196,13 @@ func (m ControlMode) String() string {
 	return fmt.Sprintf("control-mode(%d)", uint32(m))
 }
 
-func decodeU32(c Command, p []byte, max uint32) (uint32, error) {
+func decodeU32(c Command, p []byte, limit uint32) (uint32, error) {
 	if err := exact(c, p, 4); err != nil {
 		return 0, err
 	}
 	v := binary.LittleEndian.Uint32(p)
-	if v > max {
-		return 0, frameErr(c, "value %d out of range 0..%d", v, max)
+	if v > limit {
+		return 0, frameErr(c, "value %d out of range 0..%d", v, limit)
 	}
 	return v, nil
 }
