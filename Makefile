@@ -9,6 +9,7 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/branchbox ./appliance/cmd/branchbox
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/amtsim ./tests/amtsim/cmd/amtsim
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/branchbox-agent ./appliance/cmd/branchbox-agent
 
 deps:
 	@sh scripts/deps.sh
