@@ -98,9 +98,9 @@ type Site struct {
 	// AgentTokenFile holds the token the site's device agents prove they
 	// know; without one the site accepts no agents.
 	AgentTokenFile string `yaml:"agent_token_file"`
-	Profile          string        `yaml:"profile"`
-	NamingTemplate   string        `yaml:"naming_template"`
-	AllowTemplate    bool          `yaml:"allow_template"`
+	Profile        string `yaml:"profile"`
+	NamingTemplate string `yaml:"naming_template"`
+	AllowTemplate  bool   `yaml:"allow_template"`
 }
 
 // Reservation pins an address to a MAC or client identifier.

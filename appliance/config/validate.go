@@ -24,7 +24,7 @@ const (
 	// AgentOff as provisioner.agent_listen disables the agent API.
 	AgentOff = "off"
 	// MinAgentToken is the shortest agent token accepted, in characters.
-	MinAgentToken = 20
+	MinAgentToken    = 20
 	DefaultTTL       = 30 * time.Second
 	DefaultLeaseTime = time.Hour
 )
