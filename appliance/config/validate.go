@@ -21,12 +21,15 @@ const (
 	DefaultDNSListen = ":53"
 	DefaultHello     = ":9971"
 	DefaultAgent     = ":9972"
+	DefaultTTL       = 30 * time.Second
+	DefaultLeaseTime = time.Hour
+)
+
+const (
 	// AgentOff as provisioner.agent_listen disables the agent API.
 	AgentOff = "off"
 	// MinAgentToken is the shortest agent token accepted, in characters.
-	MinAgentToken    = 20
-	DefaultTTL       = 30 * time.Second
-	DefaultLeaseTime = time.Hour
+	MinAgentToken = 20
 )
 
 func (c *Config) applyDefaults() {
