@@ -95,9 +95,12 @@ type Site struct {
 	NextServer       string        `yaml:"next_server"`
 	BootFile         string        `yaml:"boot_file"`
 	ProvisioningCert *CertFiles    `yaml:"provisioning_cert"`
-	Profile        string `yaml:"profile"`
-	NamingTemplate string `yaml:"naming_template"`
-	AllowTemplate  bool   `yaml:"allow_template"`
+	Profile          string        `yaml:"profile"`
+	NamingTemplate   string        `yaml:"naming_template"`
+	AllowTemplate    bool          `yaml:"allow_template"`
+	// AgentTokenFile holds the token the site's device agents prove they
+	// know; without one the site accepts no agents.
+	AgentTokenFile string `yaml:"agent_token_file"`
 }
 
 // Reservation pins an address to a MAC or client identifier.
