@@ -257,7 +257,7 @@ func (r *run) adminSetup(ctx context.Context, nonceB64 string, key crypto.Signer
 		if mode := hbs.Value("CurrentControlMode"); mode != modeAdmin {
 			return &StepError{StepAdminSetup, fmt.Errorf("answer lost (%v) and the device reports control mode %s", err, mode)}
 		}
-		r.res.Recovered = true
+		r.res.Recovered, r.res.AdminMode = true, true
 		r.p.Step(StepAdminSetup, "device reports admin control mode")
 		return nil
 	case err != nil:
@@ -266,6 +266,7 @@ func (r *run) adminSetup(ctx context.Context, nonceB64 string, key crypto.Signer
 	if rv := returnValue(out); rv != 0 {
 		return &StepError{StepAdminSetup, &ReturnError{Method: "AdminSetup", Code: rv, Name: adminSetupCodes[rv]}}
 	}
+	r.res.AdminMode = true
 	r.p.Step(StepAdminSetup, "admin control mode set (AdminSetup signed with the leaf key, SHA-256)")
 	return nil
 }

@@ -87,7 +87,7 @@ func TestHostBasedAgainstAMTSim(t *testing.T) {
 				if !strings.Contains(err.Error(), c.codeName) {
 					t.Errorf("error %q does not name the code", err)
 				}
-				if res.Activated || st.State != "pre-provisioning" {
+				if res.Activated || res.AdminMode || st.State != "pre-provisioning" {
 					t.Errorf("activated %v, device %s", res.Activated, st.State)
 				}
 				return
@@ -95,7 +95,7 @@ func TestHostBasedAgainstAMTSim(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !res.Activated || res.Recovered != c.recovered || res.Realm == "" || res.AMTVersion == "" {
+			if !res.Activated || !res.AdminMode || res.Recovered != c.recovered || res.Realm == "" || res.AMTVersion == "" {
 				t.Errorf("result %+v", res)
 			}
 			if st.State != "post-provisioning" || st.ControlMode != "acm" || !st.Features.KVM || !st.Features.SOL || st.Features.UserConsent != "all" {

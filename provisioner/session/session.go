@@ -98,6 +98,9 @@ type Result struct {
 	// Activated is set once the device reported post-provisioning with
 	// the new password, even if applying the profile failed after that.
 	Activated bool
+	// AdminMode is set once host-based AdminSetup took effect: the device
+	// is in admin control mode even if a later step failed.
+	AdminMode bool
 }
 
 func (p *Params) defaults() {
