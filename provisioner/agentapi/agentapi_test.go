@@ -67,6 +67,9 @@ type env struct {
 	hello      string // hello listener
 	devicePort int
 	logs       *lockedBuffer
+	// answers are every answer body the test's agent read, the
+	// registration answers (which hand over the OTP) excepted.
+	answers *lockedBuffer
 }
 
 type lockedBuffer struct {
@@ -152,7 +155,7 @@ func newEnv(t *testing.T) *env {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	return &env{t: t, st: st, addr: ln.Addr().String(), roots: roots, hello: helloLn.Addr().String(), devicePort: port, logs: logs}
+	return &env{t: t, st: st, addr: ln.Addr().String(), roots: roots, hello: helloLn.Addr().String(), devicePort: port, logs: logs, answers: &lockedBuffer{}}
 }
 
 // agent is the test's own agent client: it binds its proof to the TLS
@@ -173,11 +176,12 @@ func hmacHex(key, role string, ekm []byte) string {
 
 // exchange is one request on a fresh connection and its answer.
 type exchange struct {
-	resp *http.Response
-	body []byte
-	conn *tls.Conn
-	br   *bufio.Reader
-	ekm  []byte
+	resp  *http.Response
+	body  []byte
+	conn  *tls.Conn
+	br    *bufio.Reader
+	ekm   []byte
+	agent *agent
 }
 
 // send writes one request; auth rewrites the Authorization header given
@@ -219,10 +223,13 @@ func (a *agent) send(method, path string, body any, hdr http.Header, auth func(e
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := &exchange{resp: resp, conn: conn, br: br, ekm: ekm}
+	x := &exchange{resp: resp, conn: conn, br: br, ekm: ekm, agent: a}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		x.body, _ = io.ReadAll(resp.Body)
 		conn.Close()
+		if path != "/agent/v1/register" || resp.StatusCode != http.StatusCreated {
+			a.e.answers.Write(x.body)
+		}
 	}
 	return x
 }
@@ -502,6 +509,7 @@ func relayTo(t *testing.T, x *exchange, lms string) relayLog {
 				t.Fatalf("result %q: %v", body, err)
 			}
 			log.result = &res
+			x.agent.e.answers.Write(body)
 			(&http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Close: true}).Write(x.conn)
 			return log
 		case "/wsman":
@@ -580,11 +588,13 @@ func TestActivateThroughRelay(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		sim     []string
+		tls     bool // the profile wants TLS, checked at info.ip:16993 (amtsim's --listen)
 		state   string
 		step    string
 		errPart string
 	}{
 		{name: "to admin control mode", sim: []string{"--custom-root-hash", demoCA(t).RootSHA256()}, state: cluster.DeviceActivated, step: "done"},
+		{name: "to admin control mode with TLS", sim: []string{"--custom-root-hash", demoCA(t).RootSHA256()}, tls: true, state: cluster.DeviceActivated, step: "done"},
 		// The agent's hash list says the root is trusted; the firmware's
 		// table does not have it, and says so at the root certificate.
 		{name: "root not in the firmware's table", state: cluster.DeviceFailed, step: "cert-chain",
@@ -593,7 +603,14 @@ func TestActivateThroughRelay(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
 			a := e.agent("lab", siteToken)
-			sim := amtsimtest.Serve(t, append([]string{"--listen", "127.0.0.1:0", "--uuid", uuid1, "--domain", domain, "--setup-mode=false",
+			if c.tls {
+				prof, _ := e.st.Profile("standard")
+				prof.TLS = true
+				if err := e.st.Apply(context.Background(), cluster.PutProfile{Profile: prof}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sim := amtsimtest.Serve(t, append([]string{"--listen", "127.0.0.1:" + strconv.Itoa(e.devicePort), "--uuid", uuid1, "--domain", domain, "--setup-mode=false",
 				"--local-listen", "127.0.0.1:0", "--local-password", localPass, "--status-listen", "127.0.0.1:0"}, c.sim...)...)
 			x := a.activate(t, info(t))
 			if x.resp.StatusCode != http.StatusSwitchingProtocols || x.resp.Header.Get("Upgrade") != "branchbox-relay/1" {
@@ -638,6 +655,9 @@ func TestActivateThroughRelay(t *testing.T) {
 					if !steps[s] {
 						t.Errorf("no audit entry %s (have %v)", s, steps)
 					}
+				}
+				if steps["activation.tls-verify"] != c.tls {
+					t.Errorf("TLS checked: %v, profile TLS %v", steps["activation.tls-verify"], c.tls)
 				}
 			}
 			e.noSecrets(nil)
@@ -700,12 +720,14 @@ func TestActivatePrechecks(t *testing.T) {
 	}
 }
 
-// noSecrets looks for every secret in the logs, the audit log and the
-// device records; extra are secrets the test learnt (an OTP).
+// noSecrets looks for every secret in the logs, the answers the agent
+// got (errors included), the audit log and the device records; extra are
+// secrets the test learnt (an OTP).
 func (e *env) noSecrets(extra []string) {
 	e.t.Helper()
 	var all strings.Builder
 	all.WriteString(e.logs.String())
+	all.WriteString(e.answers.String())
 	for _, en := range e.st.Audit(0) {
 		fmt.Fprintf(&all, "%s %s %s %s\n", en.Actor, en.Action, en.Subject, en.Detail)
 	}
@@ -714,9 +736,10 @@ func (e *env) noSecrets(extra []string) {
 		all.Write(b)
 	}
 	secrets := append([]string{siteToken, otherToken, adminPass, localPass, string(demoCA(e.t).KeyPEM())}, extra...)
-	for _, s := range secrets {
+	names := []string{"site token", "other site's token", "admin password", "$$OsAdmin password", "provisioning key", "one-time password"}
+	for i, s := range secrets {
 		if strings.Contains(all.String(), s) {
-			e.t.Errorf("secret %.6s… found in logs, audit or device records", s)
+			e.t.Errorf("the %s is in the logs, answers, audit or device records", names[min(i, len(names)-1)])
 		}
 	}
 }
