@@ -66,6 +66,15 @@ func siteRecord(cfg *config.Config, s config.Site, sl sealer) (cluster.Site, err
 			return rec, fmt.Errorf("site %q: %w", s.Name, err)
 		}
 	}
+	if s.AgentTokenFile != "" {
+		tok, err := config.ReadAgentToken(cfg.Path(s.AgentTokenFile))
+		if err != nil {
+			return rec, fmt.Errorf("site %q agent token: %w", s.Name, err)
+		}
+		if rec.AgentToken, err = sl.Seal([]byte(tok)); err != nil {
+			return rec, fmt.Errorf("site %q agent token: %w", s.Name, err)
+		}
+	}
 	return rec, nil
 }
 
@@ -174,10 +183,10 @@ func sameSealed(sl sealer, a, b cluster.Sealed) bool {
 }
 
 func sameSite(sl sealer, a, b cluster.Site) bool {
-	if !sameSealed(sl, a.CertKey, b.CertKey) {
+	if !sameSealed(sl, a.CertKey, b.CertKey) || !sameSealed(sl, a.AgentToken, b.AgentToken) {
 		return false
 	}
-	a.CertKey, b.CertKey = nil, nil
+	a.CertKey, b.CertKey, a.AgentToken, b.AgentToken = nil, nil, nil, nil
 	return reflect.DeepEqual(a, b)
 }
 

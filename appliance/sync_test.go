@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -63,5 +64,43 @@ sites:
 	p, _ := st.Profile("std")
 	if pw, err := st.Unseal(p.AdminPassword); err != nil || string(pw) != "Str0ng!Passw0rd" {
 		t.Fatalf("profile password: %q %v", pw, err)
+	}
+}
+
+func TestSyncConfigSealsAgentToken(t *testing.T) {
+	dir := t.TempDir()
+	const token = "agent-token-0123456789abcdef"
+	os.WriteFile(filepath.Join(dir, "agent.token"), []byte(token+"\n"), 0o600)
+	st := cluster.NewMemory()
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	yml := "sites: [{name: a, domain: a.example.com, interface: e1, subnet: 10.1.0.0/24, range: [10.1.0.10, 10.1.0.20], agent_token_file: agent.token}]"
+	if err := syncConfig(ctx, st, parseConfig(t, dir, yml), log); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := st.Site("a")
+	if bytes.Contains(s.AgentToken, []byte(token)) {
+		t.Fatal("the agent token is stored in the clear")
+	}
+	if got, err := st.Unseal(s.AgentToken); err != nil || string(got) != token {
+		t.Fatalf("agent token unsealed to %q, %v", got, err)
+	}
+	changes, stop := st.Watch()
+	defer stop()
+	if err := syncConfig(ctx, st, parseConfig(t, dir, yml), log); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changes:
+		t.Error("an unchanged agent token was written again")
+	default:
+	}
+	os.WriteFile(filepath.Join(dir, "agent.token"), []byte("another-token-0123456789abc"), 0o600)
+	if err := syncConfig(ctx, st, parseConfig(t, dir, yml), log); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = st.Site("a")
+	if got, _ := st.Unseal(s.AgentToken); string(got) != "another-token-0123456789abc" {
+		t.Errorf("a changed token file was not applied: %q", got)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/branchbox/branchbox/appliance/config"
 	"github.com/branchbox/branchbox/cluster"
 	"github.com/branchbox/branchbox/provisioner"
+	"github.com/branchbox/branchbox/provisioner/agentapi"
 )
 
 // startProvisioner opens the AMT hello listener, runs activations in the
@@ -44,6 +46,34 @@ func (a *App) startProvisioner(ctx context.Context) error {
 		if err := p.Serve(ctx, ln); err != nil {
 			a.Health.Set("provisioner", false, err.Error())
 			a.Log.Error("provisioner stopped", "err", err)
+		}
+	})
+	return a.startAgentAPI(ctx, p)
+}
+
+// startAgentAPI opens the listener device agents (branchbox-agent) talk
+// to: registration for agent-initiated activation, and host-based
+// activation relayed through the agent, run by p.
+func (a *App) startAgentAPI(ctx context.Context, p *provisioner.Provisioner) error {
+	listen := a.Cfg.Provisioner.AgentListen
+	if listen == config.AgentOff {
+		a.Health.Set("agent-api", true, "off (provisioner.agent_listen)")
+		return nil
+	}
+	if listen == "" {
+		listen = config.DefaultAgent
+	}
+	ln, err := agentapi.Listen(listen, a.Cfg.Node.DataDir)
+	if err != nil {
+		a.Health.Set("agent-api", false, err.Error())
+		return fmt.Errorf("agent listener %s: %w", listen, err)
+	}
+	srv := agentapi.New(agentapi.Options{Store: a.Store, Provisioner: p, Log: a.Log.With("service", "agent-api")})
+	a.Health.Set("agent-api", true, "listening on "+ln.Addr().String())
+	a.goRun(func() {
+		if err := srv.Serve(ctx, ln); err != nil {
+			a.Health.Set("agent-api", false, err.Error())
+			a.Log.Error("agent API stopped", "err", err)
 		}
 	})
 	return nil

@@ -368,5 +368,6 @@ func cloneSite(s Site) Site {
 	s.Reservations = slices.Clone(s.Reservations)
 	s.DNSServers = slices.Clone(s.DNSServers)
 	s.CertKey = slices.Clone(s.CertKey)
+	s.AgentToken = slices.Clone(s.AgentToken)
 	return s
 }

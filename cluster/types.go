@@ -27,6 +27,9 @@ type Site struct {
 	// CertChainPEM is the provisioning chain, leaf first, root last.
 	CertChainPEM string `json:"cert_chain_pem,omitempty"`
 	CertKey      Sealed `json:"cert_key,omitempty"`
+	// AgentToken authenticates the site's device agents (branchbox-agent);
+	// none means the site accepts no agents.
+	AgentToken Sealed `json:"agent_token,omitempty"`
 	// NamingTemplate builds an FQDN host label for devices with no
 	// inventory entry and no DHCP hostname, e.g. "amt-{uuid8}".
 	NamingTemplate string `json:"naming_template,omitempty"`

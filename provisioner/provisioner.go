@@ -352,13 +352,14 @@ func (j *job) run(ctx context.Context) {
 		j.fail(ctx, err.Error())
 		return
 	}
-	j.activate(ctx, params.session)
+	j.activate(ctx, params.session, session.Activate)
 }
 
 type prepared struct {
 	session session.Params
 	profile string
 	fqdn    string
+	cert    *siteCert
 }
 
 // prepare gathers everything a session needs; an error is the reason the
@@ -388,7 +389,7 @@ func (j *job) prepare(ctx context.Context, site cluster.Site, dev cluster.Device
 		return out, err
 	}
 	j.audit(ctx, "name", fmt.Sprintf("%s (from %s), certificate %s", fqdn, source, sc.cn))
-	out.fqdn = fqdn
+	out.fqdn, out.cert = fqdn, sc
 
 	out.profile = site.Profile
 	if haveDev && dev.Inventoried && dev.Profile != "" {
@@ -483,21 +484,22 @@ func (j *job) takeOTP(ctx context.Context) (string, error) {
 	return string(secret), nil
 }
 
-func (j *job) activate(ctx context.Context, sp session.Params) {
+// activate runs a session and records its outcome. The error is the
+// reason recorded on the device.
+func (j *job) activate(ctx context.Context, sp session.Params, run func(context.Context, session.Params) (session.Result, error)) (session.Result, error) {
 	p := j.p
 	p.m.inflight.Inc()
 	defer p.m.inflight.Dec()
 	sp.Step = func(step, detail string) { j.audit(ctx, step, detail) }
-	res, err := session.Activate(ctx, sp)
+	res, err := run(ctx, sp)
 	if err != nil {
 		p.m.activations.WithLabelValues("failed").Inc()
-		reason := err.Error()
 		if res.Activated {
 			// The admin password is set; only the profile is incomplete.
-			reason = "activated in admin control mode, but applying the profile failed: " + reason
+			err = fmt.Errorf("activated in admin control mode, but applying the profile failed: %w", err)
 		}
-		j.fail(ctx, reason)
-		return
+		j.fail(ctx, err.Error())
+		return res, err
 	}
 	p.m.activations.WithLabelValues("activated").Inc()
 	p.m.duration.Observe(p.o.Now().Sub(j.at).Seconds())
@@ -514,6 +516,7 @@ func (j *job) activate(ctx context.Context, sp session.Params) {
 	}
 	j.audit(ctx, "activated", detail)
 	p.log.Info("device activated", "uuid", j.uuid, "src", j.src, "amt", res.AMTVersion)
+	return res, nil
 }
 
 // fail records why a device cannot be activated. unlessState guards the

@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -36,6 +37,7 @@ type siteCert struct {
 	fingerprint [32]byte // of chain PEM + sealed key: reload when either changes
 	tls         *tls.Config
 	chain       []*x509.Certificate
+	key         crypto.Signer
 	failures    []certrules.Result
 	cn          string
 }
@@ -76,6 +78,7 @@ func (c *certCache) get(st Store, s cluster.Site) (*siteCert, error) {
 		fingerprint: fp,
 		tls:         wsman.ProvisioningTLS(der, key),
 		chain:       chain,
+		key:         key,
 		failures:    certrules.Failures(certrules.Check(certrules.Input{Chain: chain, Key: key, Domain: s.Domain})),
 		cn:          chain[0].Subject.CommonName,
 	}

@@ -1,23 +1,18 @@
 package api
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
+
+	"github.com/branchbox/branchbox/internal/selfsigned"
 )
 
 // TokenFile is the bearer token's file name inside data_dir.
@@ -75,58 +70,10 @@ func Listen(addr, dataDir string) (net.Listener, error) {
 	if isLoopback(addr) {
 		return ln, nil
 	}
-	cert, err := loadOrCreateCert(dataDir, addr)
+	cert, err := selfsigned.LoadOrCreate(filepath.Join(dataDir, certFile), filepath.Join(dataDir, keyFile), "branchbox admin API", addr)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
 	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
-}
-
-func loadOrCreateCert(dataDir, addr string) (tls.Certificate, error) {
-	cp, kp := filepath.Join(dataDir, certFile), filepath.Join(dataDir, keyFile)
-	if c, err := tls.LoadX509KeyPair(cp, kp); err == nil {
-		return c, nil
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	host, _, _ := net.SplitHostPort(addr)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "branchbox admin API"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-	} else if ifAddrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range ifAddrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ipn.IP)
-			}
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	if err := os.WriteFile(kp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return tls.Certificate{}, err
-	}
-	if err := os.WriteFile(cp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.LoadX509KeyPair(cp, kp)
 }

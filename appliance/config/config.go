@@ -68,9 +68,13 @@ type DHCP struct {
 	RelayListen string `yaml:"relay_listen"`
 }
 
-// Provisioner configures the AMT hello listener.
+// Provisioner configures the AMT hello listener and the device agents'
+// API.
 type Provisioner struct {
 	Listen string `yaml:"listen"`
+	// AgentListen is the HTTPS listener branchbox-agent talks to; "off"
+	// disables it.
+	AgentListen string `yaml:"agent_listen"`
 	// Advertise overrides the addresses published as ProvisionServer for
 	// relayed sites (directly attached sites use the interface address).
 	Advertise []string `yaml:"advertise"`
@@ -94,6 +98,9 @@ type Site struct {
 	Profile          string        `yaml:"profile"`
 	NamingTemplate   string        `yaml:"naming_template"`
 	AllowTemplate    bool          `yaml:"allow_template"`
+	// AgentTokenFile holds the token the site's device agents prove they
+	// know; without one the site accepts no agents.
+	AgentTokenFile string `yaml:"agent_token_file"`
 }
 
 // Reservation pins an address to a MAC or client identifier.

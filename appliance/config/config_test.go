@@ -175,3 +175,35 @@ func TestParseSite(t *testing.T) {
 		}
 	}
 }
+
+func TestAgentKeys(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "good.token", "  0123456789abcdef0123-secret-token\n")
+	writeFile(t, dir, "short.token", "short-secret\n")
+	site := "sites: [{name: a, domain: a.example.com, interface: e, subnet: 10.1.0.0/24, range: [10.1.0.100, 10.1.0.120], agent_token_file: %s}]"
+	tests := []struct{ name, yml, want string }{
+		{"defaults", "", ""},
+		{"off", "provisioner: {agent_listen: 'off'}", ""},
+		{"an address", "provisioner: {agent_listen: '10.0.0.1:443'}", ""},
+		{"not an address", "provisioner: {agent_listen: 'everywhere'}", `provisioner.agent_listen: "everywhere" is not host:port`},
+		{"a token", strings.ReplaceAll(site, "%s", "good.token"), ""},
+		{"a short token", strings.ReplaceAll(site, "%s", "short.token"), "sites[0].agent_token_file: the token in short.token has 12 characters; want at least 20"},
+		{"no token file", strings.ReplaceAll(site, "%s", "missing.token"), "sites[0].agent_token_file: cannot read missing.token"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.yml), dir)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v\nwant %q", err, tc.want)
+			case err != nil && strings.Contains(err.Error(), "secret"):
+				t.Errorf("the token is in the error: %v", err)
+			}
+			if tc.name == "defaults" && cfg.Provisioner.AgentListen != DefaultAgent {
+				t.Errorf("agent_listen defaults to %q", cfg.Provisioner.AgentListen)
+			}
+		})
+	}
+}

@@ -20,8 +20,16 @@ const (
 	DefaultAPI       = "127.0.0.1:8443"
 	DefaultDNSListen = ":53"
 	DefaultHello     = ":9971"
+	DefaultAgent     = ":9972"
 	DefaultTTL       = 30 * time.Second
 	DefaultLeaseTime = time.Hour
+)
+
+const (
+	// AgentOff as provisioner.agent_listen disables the agent API.
+	AgentOff = "off"
+	// MinAgentToken is the shortest agent token accepted, in characters.
+	MinAgentToken = 20
 )
 
 func (c *Config) applyDefaults() {
@@ -45,6 +53,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Provisioner.Listen == "" {
 		c.Provisioner.Listen = DefaultHello
+	}
+	if c.Provisioner.AgentListen == "" {
+		c.Provisioner.AgentListen = DefaultAgent
 	}
 	if c.Node.Cluster != nil && c.Node.Cluster.Role == "" {
 		c.Node.Cluster.Role = "voter"
@@ -133,6 +144,9 @@ func (c *Config) validate() Errors {
 		checkHostPort(add, "dhcp.relay_listen", c.DHCP.RelayListen)
 	}
 	checkHostPort(add, "provisioner.listen", c.Provisioner.Listen)
+	if c.Provisioner.AgentListen != AgentOff {
+		checkHostPort(add, "provisioner.agent_listen", c.Provisioner.AgentListen)
+	}
 	for i, a := range c.Provisioner.Advertise {
 		if _, err := netip.ParseAddr(a); err != nil {
 			add(fmt.Sprintf("provisioner.advertise[%d]", i), "%q is not an IP address", a)
@@ -279,6 +293,9 @@ func (c *Config) validate() Errors {
 		if pc := s.ProvisioningCert; pc != nil {
 			c.checkCertFiles(add, path+".provisioning_cert", pc)
 		}
+		if s.AgentTokenFile != "" {
+			c.checkAgentToken(add, path+".agent_token_file", s.AgentTokenFile)
+		}
 		if s.NamingTemplate != "" && !strings.Contains(s.NamingTemplate, "{uuid") {
 			add(path+".naming_template", "%q must contain {uuid} or {uuid8} so names are unique", s.NamingTemplate)
 		}
@@ -370,6 +387,29 @@ func (c *Config) checkPassword(add func(string, string, ...any), path, file stri
 	if !StrongAMTPassword(pw) {
 		add(path, "password in %s does not meet AMT's rule (8-32 chars, upper, lower, digit, symbol)", file)
 	}
+}
+
+// checkAgentToken wants a token long enough not to be guessed; its value
+// is never echoed.
+func (c *Config) checkAgentToken(add func(string, string, ...any), path, file string) {
+	tok, err := ReadAgentToken(c.Path(file))
+	if err != nil {
+		add(path, "cannot read %s: %v", file, unwrapPathErr(err))
+		return
+	}
+	if n := len([]rune(tok)); n < MinAgentToken {
+		add(path, "the token in %s has %d characters; want at least %d (e.g. `openssl rand -hex 32 > %s`)", file, n, MinAgentToken, file)
+	}
+}
+
+// ReadAgentToken reads an agent token file; surrounding white space is
+// not part of the token.
+func ReadAgentToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // StrongAMTPassword reports whether pw meets AMT's admin password rule.

@@ -96,10 +96,7 @@ func (r *run) applyFeatures(ctx context.Context) error {
 	if !ok {
 		return &StepError{StepUserConsent, fmt.Errorf("user consent %q is not none, kvm or all", f.UserConsent)}
 	}
-	r.c = wsman.New(wsman.Options{
-		URL: "https://" + r.p.Addr + "/wsman", TLS: r.p.TLS, Timeout: r.p.RequestTimeout,
-		Credentials: []wsman.Credential{{User: "admin", Password: r.p.AdminPassword}},
-	})
+	r.c = r.admin()
 	defer r.c.Close()
 
 	state := 32768

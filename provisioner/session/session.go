@@ -98,6 +98,9 @@ type Result struct {
 	// Activated is set once the device reported post-provisioning with
 	// the new password, even if applying the profile failed after that.
 	Activated bool
+	// AdminMode is set once host-based AdminSetup took effect: the device
+	// is in admin control mode even if a later step failed.
+	AdminMode bool
 }
 
 func (p *Params) defaults() {
@@ -138,7 +141,10 @@ type run struct {
 	p   Params
 	msg *messages
 	c   *wsman.Client
-	res Result
+	// admin opens a client that logs in as admin with the new password,
+	// over the session's transport.
+	admin func() *wsman.Client
+	res   Result
 }
 
 // Activate runs the whole sequence. The error is a *StepError.
@@ -150,6 +156,14 @@ func Activate(ctx context.Context, p Params) (Result, error) {
 	r := &run{p: p, msg: newMessages()}
 	r.c = wsman.New(wsman.Options{URL: "https://" + p.Addr + "/wsman", TLS: p.TLS, Credentials: defaultCredentials, Timeout: p.RequestTimeout})
 	defer r.c.Close()
+	// Each admin client is a fresh TLS session: after the commit the
+	// device restarts its stack and the old one is gone.
+	r.admin = func() *wsman.Client {
+		return wsman.New(wsman.Options{
+			URL: "https://" + p.Addr + "/wsman", TLS: p.TLS, Timeout: p.RequestTimeout,
+			Credentials: []wsman.Credential{{User: "admin", Password: p.AdminPassword}},
+		})
+	}
 
 	err := r.configure(ctx)
 	if errors.Is(err, wsman.ErrUnauthorized) {
@@ -167,7 +181,8 @@ func Activate(ctx context.Context, p Params) (Result, error) {
 	return r.res, r.applyFeatures(ctx)
 }
 
-func (r *run) configure(ctx context.Context) error {
+// readRealm reads the digest realm, which every password hash is over.
+func (r *run) readRealm(ctx context.Context) error {
 	gs, err := r.call(ctx, StepConnect, func() string { return r.msg.amt.GeneralSettings.Get() })
 	if err != nil {
 		return err
@@ -175,6 +190,13 @@ func (r *run) configure(ctx context.Context) error {
 	r.res.Realm = gs.Value("DigestRealm")
 	if r.res.Realm == "" {
 		return &StepError{StepConnect, errors.New("AMT_GeneralSettings has no DigestRealm")}
+	}
+	return nil
+}
+
+func (r *run) configure(ctx context.Context) error {
+	if err := r.readRealm(ctx); err != nil {
+		return err
 	}
 	r.p.Step(StepConnect, fmt.Sprintf("TLS session up as %q, realm %s", r.c.Credential().User, r.res.Realm))
 
@@ -346,8 +368,8 @@ func (r *run) commit(ctx context.Context) error {
 	return r.verify(ctx, r.p.CommitWait)
 }
 
-// verify reconnects with the new admin password until the device reports
-// post-provisioning or VerifyFor runs out.
+// verify logs in again with the new admin password until the device
+// reports post-provisioning or VerifyFor runs out.
 func (r *run) verify(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait + r.p.VerifyFor)
 	if err := sleep(ctx, wait); err != nil {
@@ -375,12 +397,7 @@ func (r *run) verify(ctx context.Context, wait time.Duration) error {
 }
 
 func (r *run) readState(ctx context.Context) (string, error) {
-	c := wsman.New(wsman.Options{
-		URL:         "https://" + r.p.Addr + "/wsman",
-		TLS:         r.p.TLS,
-		Credentials: []wsman.Credential{{User: "admin", Password: r.p.AdminPassword}},
-		Timeout:     r.p.RequestTimeout,
-	})
+	c := r.admin()
 	defer c.Close()
 	rctx, cancel := context.WithTimeout(ctx, r.p.RequestTimeout)
 	defer cancel()

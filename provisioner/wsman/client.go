@@ -85,6 +85,14 @@ type Options struct {
 	Credentials []Credential
 	// Timeout bounds one request, dial and TLS handshake included.
 	Timeout time.Duration
+	// Dial, when set, replaces TCP (and TLS) to the URL's host: requests
+	// go as plain HTTP/1.1 over the connection it returns, such as a relay
+	// the device's host agent holds open. See dialTransport for how such a
+	// connection is used and when it is closed.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// Header is added to every request (Content-Type and Authorization
+	// are the client's own).
+	Header http.Header
 }
 
 // Client talks to one device. It is safe for sequential use by one
@@ -93,6 +101,7 @@ type Client struct {
 	url     string
 	http    *http.Client
 	creds   []Credential
+	header  http.Header
 	timeout time.Duration
 
 	mu     sync.Mutex
@@ -106,17 +115,22 @@ func New(o Options) *Client {
 	if o.Timeout == 0 {
 		o.Timeout = 20 * time.Second
 	}
-	dialer := &net.Dialer{Timeout: o.Timeout}
-	tr := &http.Transport{
-		DialContext:         dialer.DialContext,
-		TLSClientConfig:     o.TLS,
-		TLSHandshakeTimeout: o.Timeout,
-		MaxConnsPerHost:     1,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
+	var tr http.RoundTripper
+	if o.Dial != nil {
+		tr = &dialTransport{dial: o.Dial}
+	} else {
+		dialer := &net.Dialer{Timeout: o.Timeout}
+		tr = &http.Transport{
+			DialContext:         dialer.DialContext,
+			TLSClientConfig:     o.TLS,
+			TLSHandshakeTimeout: o.Timeout,
+			MaxConnsPerHost:     1,
+			IdleConnTimeout:     30 * time.Second,
+			DisableCompression:  true,
+			ForceAttemptHTTP2:   false,
+		}
 	}
-	return &Client{url: o.URL, http: &http.Client{Transport: tr, Timeout: o.Timeout}, creds: o.Credentials, timeout: o.Timeout}
+	return &Client{url: o.URL, http: &http.Client{Transport: tr, Timeout: o.Timeout}, creds: o.Credentials, header: o.Header.Clone(), timeout: o.Timeout}
 }
 
 // Close drops pooled connections, so the next Post makes a fresh handshake.
@@ -198,6 +212,11 @@ func (c *Client) do(ctx context.Context, envelope, auth string) (int, http.Heade
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader([]byte(envelope)))
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("wsman: %w", err)
+	}
+	for k, vs := range c.header {
+		if k != "Content-Type" && k != "Authorization" {
+			req.Header[k] = vs
+		}
 	}
 	req.Header.Set("Content-Type", "application/soap+xml; charset=utf-8")
 	if auth != "" {
