@@ -63,6 +63,9 @@ type labSite struct {
 	Name   string
 	Octet  int // the site is 10.<Octet>.0.0/16, the appliance .0.1
 	Domain string
+	// AgentToken, when set, lets branchbox-agent register the site's
+	// devices (sites[].agent_token_file).
+	AgentToken string
 
 	lan      *NS
 	rootHash string
@@ -121,6 +124,10 @@ func newLab(t *testing.T, corefile string, sites ...*labSite) *lab {
     naming_template: amt-{uuid8}
     allow_template: true
 `, s.Name, s.Domain, s.Octet, s.dir)
+		if s.AgentToken != "" {
+			writeFile(t, filepath.Join(s.dir, "agent.token"), s.AgentToken+"\n", 0o600)
+			fmt.Fprintf(&yaml, "    agent_token_file: %s/agent.token\n", s.dir)
+		}
 		l.sites[s.Name] = s
 	}
 	fmt.Fprintf(&yaml, "profiles:\n  - name: e2e\n    admin_password_file: %s\n", pass)
