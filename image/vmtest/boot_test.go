@@ -264,7 +264,8 @@ dns:
   listen: "127.0.0.1:%d"
 provisioner:
   listen: "127.0.0.1:%d"
-`, id, filepath.Join(dir, id), port, ip, join, port+1, port+2))
+  agent_listen: "127.0.0.1:%d"
+`, id, filepath.Join(dir, id), port, ip, join, port+1, port+2, port+3))
 	p := ns.Start(bb, "serve", "--config", cfg)
 	p.WaitOutput(t, `msg="branchbox ready"`, time.Minute)
 	t.Cleanup(func() {
