@@ -57,6 +57,7 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.s.mu.Lock()
 	f.s.st, f.s.applied = st, applied
+	f.s.leaseFeed.reset()
 	f.s.leaseMu.Lock()
 	f.s.leaseList = nil
 	f.s.leaseMu.Unlock()

@@ -33,6 +33,9 @@ type state struct {
 	// bound indexes the bound lease of each (site, client) so a commit
 	// does not scan every lease; it is derived, never serialised.
 	bound map[clientKey]string
+	// changed collects the addresses whose lease an apply set or removed,
+	// for the store's lease feed; never serialised.
+	changed []string
 }
 
 type clientKey struct{ site, client string }
@@ -56,7 +59,7 @@ func (s *state) clone() *state {
 		d.History = slices.Clone(d.History)
 		c.Devices[k] = d
 	}
-	c.bound = nil
+	c.bound, c.changed = nil, nil
 	return &c
 }
 
@@ -80,6 +83,7 @@ func (s *state) dropLease(ip string) {
 		delete(s.bound, k)
 	}
 	delete(s.Leases, ip)
+	s.changed = append(s.changed, ip)
 }
 
 func newState() *state {
@@ -269,6 +273,7 @@ func (s *state) leaseCAS(c *LeaseCAS) error {
 		s.bound[k] = l.IP
 	}
 	s.Leases[l.IP] = l
+	s.changed = append(s.changed, l.IP)
 	return nil
 }
 

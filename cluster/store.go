@@ -40,6 +40,8 @@ type Store struct {
 	// never modified in place.
 	leaseMu   sync.Mutex
 	leaseList []Lease
+	// leaseFeed lists the lease changes applied, under mu.
+	leaseFeed leaseFeed
 
 	leaseBatch batcher
 }
@@ -163,6 +165,10 @@ func (s *Store) applyEntry(index uint64, data []byte) applyResult {
 		res.err = s.st.apply(cmd)
 	}
 	s.applied = index
+	for _, ip := range s.st.changed {
+		s.leaseFeed.add(ip)
+	}
+	s.st.changed = s.st.changed[:0]
 	onlyLeases := false
 	switch cmd.(type) {
 	case *LeaseCAS, *LeaseBatch, *LeaseRelease, *LeaseExpire:
@@ -283,6 +289,19 @@ func (s *Store) Leases() []Lease {
 		s.leaseList = out
 	}
 	return s.leaseList
+}
+
+// LeaseChanges returns the addresses whose lease was set, replaced or
+// removed since position since, oldest first (one may appear more than
+// once), and the position to ask from next time. ok is false when not
+// all of those changes are still known (too many since, or the leases
+// were replaced by a snapshot): read Leases instead. A reader that keeps
+// its own view of the leases, such as the DNS lease table, follows this
+// instead of copying every lease after each change.
+func (s *Store) LeaseChanges(since uint64) (ips []string, next uint64, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.leaseFeed.since(since, nil)
 }
 
 // Lease returns the lease on one address.

@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
-# DHCP leases/s side by side: branchbox, Kea and dnsmasq serve the same
-# pool in the same network-namespace set-up, one after the other in one
-# run, each driven by perfdhcp (which acts as a relay, so this measures the
-# giaddr path). Prints a markdown table on stdout; progress goes to stderr.
+# DHCP CPU per lease side by side: branchbox and Kea serve the same pool in
+# the same network-namespace set-up at each offered rate, alternating in
+# every round, each driven by perfdhcp (which acts as a relay, so this
+# measures the giaddr path); dnsmasq once at the highest rate for scale.
+# Prints markdown tables on stdout; progress and every round go to stderr.
 #
 # Usage: bench/dhcp/run.sh            (as root, from the repository root)
-# Environment: BRANCHBOX_BIN (default bin/branchbox), RATE (offered DORA/s,
-# default 4000), DURATION (seconds, default 10), CLIENTS (default 10000),
-# SERVERS (default "branchbox kea dnsmasq"), REPEAT (rounds, default 3),
-# LOW_RATE (default 2000) and LOW_SERVERS (default "branchbox kea"; empty
-# skips) for a second table at a rate the driver keeps up with.
+# Environment: BRANCHBOX_BIN (default bin/branchbox), RATES (offered DORA/s,
+# default "1000 2000 4000"), DURATION (seconds, default 10), CLIENTS
+# (default 10000), REPEAT (rounds, default 3), EXTRA (servers measured once
+# per round at the highest rate only, default "dnsmasq"; empty skips).
 # Debian packages: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base,
 # util-linux (taskset), iproute2.
 set -euo pipefail
 
 BIN=${BRANCHBOX_BIN:-bin/branchbox}
-RATE=${RATE:-4000}
+RATES=${RATES:-1000 2000 4000}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-10000}
-SERVERS=${SERVERS:-branchbox kea dnsmasq}
 REPEAT=${REPEAT:-3}
-LOW_RATE=${LOW_RATE:-2000}
-LOW_SERVERS=${LOW_SERVERS-branchbox kea}
+EXTRA=${EXTRA-dnsmasq}
+TOP_RATE=$(tr ' ' '\n' <<<"$RATES" | sort -n | tail -1)
+# perfdhcp at or above this share of its CPU is the limit, not the server.
+DRIVER_BUSY=90
 
 log() { echo "bench/dhcp: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -30,6 +31,7 @@ die() { log "$*"; exit 1; }
 for p in perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server dnsmasq:dnsmasq-base taskset:util-linux ip:iproute2; do
 	command -v "${p%%:*}" >/dev/null || die "${p%%:*} missing: apt-get install ${p#*:}"
 done
+[ -n "$RATES" ] || die "RATES is empty"
 [ -x "$BIN" ] || die "$BIN missing: run make build"
 BIN=$(realpath "$BIN")
 
@@ -180,8 +182,9 @@ summarize() {
 	echo " $(pct "$f.do" .5) $(pct "$f.do" .99) $(pct "$f.ra" .5) $(pct "$f.ra" .99)"
 }
 
-# cpu_ticks prints a process's user+system CPU in clock ticks; sys_ticks
-# its system part (the kernel's work for its sockets and disk).
+# cpu_ticks prints a process's user+system CPU in clock ticks (all its
+# threads, exited ones included); sys_ticks its system part (the kernel's
+# work for its sockets and disk).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 sys_ticks() { awk '{ print $15 }' "/proc/$1/stat"; }
 
@@ -237,64 +240,78 @@ median_of() {
 	}' <<<"$1"
 }
 
-# Rounds alternate the servers, so a noisy minute on a shared VM lands on
-# each of them rather than on one.
+# Every round measures each rate with branchbox and Kea back to back, in
+# alternating order, so a noisy minute on a shared VM lands on both.
 declare -A RUNS
 for round in $(seq "$REPEAT"); do
-	for server in $SERVERS; do
-		measure "$server" "$RATE"
-		log "$server round $round at $RATE: $MEASURED"
-		RUNS[$server]+="$MEASURED"$'\n'
+	pair="branchbox kea"
+	[ $((round % 2)) = 0 ] && pair="kea branchbox"
+	for rate in $RATES; do
+		for server in $pair; do
+			measure "$server" "$rate"
+			log "round $round, $server at $rate/s: $MEASURED"
+			RUNS[$server.$rate]+="$MEASURED"$'\n'
+		done
 	done
-	for server in $LOW_SERVERS; do
-		measure "$server" "$LOW_RATE"
-		log "$server round $round at $LOW_RATE: $MEASURED"
-		RUNS[low.$server]+="$MEASURED"$'\n'
+	for server in $EXTRA; do
+		measure "$server" "$TOP_RATE"
+		log "round $round, $server at $TOP_RATE/s: $MEASURED"
+		RUNS[$server.$TOP_RATE]+="$MEASURED"$'\n'
 	done
 done
 
 TICK=$(getconf CLK_TCK)
-cpu_per_lease() { # µs of server CPU per lease
+per_lease() { # µs of server CPU per lease, from ticks and leases/s
 	awk -v c="$1" -v r="$2" -v d="$DURATION" -v t="$TICK" 'BEGIN { if (r > 0) printf "%.0f", c / t * 1e6 / (r * d); else print "-" }'
 }
 
-# table PREFIX RATE SERVERS prints one markdown table of medians.
-table() {
-	local prefix=$1 rate=$2 servers=$3 bb bbcpl
-	declare -A res
-	for server in $servers; do
-		res[$server]=$(median_of "${RUNS[$prefix$server]:-failed}")
-	done
-	read -r bb _ _ _ _ _ _ bbcpu _ <<<"${res[branchbox]:-failed}"
-	[ "$bb" = failed ] && bb=0
-	bbcpl=$(cpu_per_lease "${bbcpu:-0}" "$bb")
-	echo "### DHCP at $rate offered DORA/s (perfdhcp, relayed, ${DURATION}s, $CLIENTS clients; median of $REPEAT alternating rounds; server on CPU 0, perfdhcp on CPU 1)"
-	echo
-	echo "| server | leases/s | server CPU µs / lease (of which system) | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | loss DO / RA % | perfdhcp CPU % | branchbox ÷ server, leases/s | server ÷ branchbox, CPU / lease |"
-	echo "|---|---|---|---|---|---|---|---|---|"
-	for server in $servers; do
-		local r=${res[$server]}
-		if [ "$r" = failed ]; then
-			echo "| $server | failed | | | | | | | |"
-			continue
-		fi
-		read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys <<<"$r"
-		local cpl spl ratio cratio
-		cpl=$(cpu_per_lease "$cpu" "$rate") spl=$(cpu_per_lease "$sys" "$rate")
-		ratio=$(awk -v a="$bb" -v b="$rate" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
-		cratio=$(awk -v a="$bbcpl" -v b="$cpl" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", b / a; else print "-" }')
-		echo "| $server | $rate | $cpl ($spl) | $dop50 / $dop99 | $rap50 / $rap99 | $dol / $ral | $drv | $ratio | $cratio |"
-	done
-	echo
+# limit names what held a run back: the driver when perfdhcp's CPU was
+# busy, the server when it answered under 99% of the offered rate, else
+# nothing (the offered rate was met).
+limit() { # leases/s offered perfdhcp-CPU%
+	awk -v r="$1" -v o="$2" -v d="$3" -v busy="$DRIVER_BUSY" 'BEGIN {
+		if (d + 0 >= busy) print "driver"; else if (r + 0 < 0.99 * o) print "server"; else print "—" }'
 }
 
-table "" "$RATE" "$SERVERS"
-if [ -n "$LOW_SERVERS" ]; then
-	table low. "$LOW_RATE" "$LOW_SERVERS"
+# cells SERVER RATE sets C_RATE C_CPU (total, user + system) C_TOTAL C_ACK
+# C_LOSS C_DRV C_LIMIT from the median of the server's rounds at RATE.
+cells() {
+	local r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys
+	r=$(median_of "${RUNS[$1.$2]:-failed}")
+	if [ "$r" = failed ]; then
+		C_RATE=failed C_CPU=- C_TOTAL=0 C_ACK=- C_LOSS=- C_DRV=- C_LIMIT=-
+		return
+	fi
+	read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys <<<"$r"
+	C_TOTAL=$(per_lease "$cpu" "$rate")
+	C_CPU="$C_TOTAL ($(per_lease $((cpu - sys)) "$rate") + $(per_lease "$sys" "$rate"))"
+	C_RATE=$(printf '%.0f' "$rate") C_ACK="$rap50 / $rap99" C_LOSS="$ral" C_DRV="$drv"
+	C_LIMIT=$(limit "$rate" "$2" "$drv")
+}
+
+echo "### DHCP CPU per lease: branchbox against Kea (perfdhcp, relayed, ${DURATION}s per run, $CLIENTS clients; median of $REPEAT alternating rounds; server on CPU 0, perfdhcp on CPU 1)"
+echo
+echo "| offered DORA/s | leases/s, branchbox · Kea | CPU µs / lease (user + system), branchbox | Kea | Kea ÷ branchbox, CPU / lease | REQUEST→ACK p50 / p99 ms, branchbox · Kea | REQUEST loss %, branchbox · Kea | perfdhcp CPU %, branchbox · Kea runs | limited by, branchbox · Kea |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for rate in $RATES; do
+	cells branchbox "$rate"
+	b_rate=$C_RATE b_cpu=$C_CPU b_total=$C_TOTAL b_ack=$C_ACK b_loss=$C_LOSS b_drv=$C_DRV b_limit=$C_LIMIT
+	cells kea "$rate"
+	ratio=$(awk -v b="$b_total" -v k="$C_TOTAL" 'BEGIN { if (b > 0 && k > 0) printf "%.2f×", k / b; else print "-" }')
+	echo "| $rate | $b_rate · $C_RATE | $b_cpu | $C_CPU | $ratio | $b_ack · $C_ACK | $b_loss · $C_LOSS | $b_drv · $C_DRV | $b_limit · $C_LIMIT |"
+done
+echo
+if [ -n "$EXTRA" ]; then
+	echo "| at $TOP_RATE offered DORA/s | leases/s | CPU µs / lease (user + system) | REQUEST→ACK p50 / p99 ms | REQUEST loss % | perfdhcp CPU % | limited by |"
+	echo "|---|---|---|---|---|---|---|"
+	for server in $EXTRA; do
+		cells "$server" "$TOP_RATE"
+		echo "| $server | $C_RATE | $C_CPU | $C_ACK | $C_LOSS | $C_DRV | $C_LIMIT |"
+	done
+	echo
 fi
-echo "Each cell is the median over the rounds, column by column. Server CPU is the server process's user+system"
-echo "time over the run; in brackets its system part, the kernel's work for its sockets (and for branchbox its"
-echo "fsyncs). perfdhcp CPU is CPU 1's busy share. When perfdhcp is near 100% the offered rate is what the driver"
-echo "can push and its own queueing shows in the latencies; the second table, at a rate the driver keeps up with,"
-echo "is where latency compares servers. branchbox commits every lease through raft (fsync'd) before its ACK;"
-echo "kea uses memfile with persist, dnsmasq its lease file."
+echo "Each cell is the median over the rounds, column by column. CPU per lease is the server process's user +"
+echo "system time during the run (/proc/PID/stat, every thread) over the leases perfdhcp got; Kea ÷ branchbox"
+echo "above 1.00× means branchbox spends less. perfdhcp CPU is CPU 1's busy share; at $DRIVER_BUSY% or more the"
+echo "driver is the limit and its own queueing shows in the latencies. branchbox commits every lease through raft"
+echo "(fdatasync'd) before its ACK; Kea uses memfile with persist (written, never fsync'd), dnsmasq its lease file."

@@ -86,6 +86,7 @@ type Server struct {
 type listener struct {
 	iface string
 	conn  *net.UDPConn
+	io    udpIO
 }
 
 // New builds a server over the store. It does nothing until Run.
@@ -294,7 +295,12 @@ func (s *Server) listen(iface string, addr *net.UDPAddr) error {
 		return err
 	}
 	growReceiveBuffer(conn)
-	l := &listener{iface: iface, conn: conn}
+	uio, err := newUDPIO(conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	l := &listener{iface: iface, conn: conn, io: uio}
 	s.listeners[iface] = l
 	go s.read(l)
 	return nil
@@ -344,7 +350,7 @@ func (s *Server) closeListeners() {
 type packet struct {
 	l    *listener
 	data []byte
-	peer *net.UDPAddr
+	peer netip.AddrPort
 	at   time.Time
 }
 
@@ -359,7 +365,7 @@ type packet struct {
 func (s *Server) read(l *listener) {
 	buf := make([]byte, 4096)
 	for {
-		n, peer, err := l.conn.ReadFromUDP(buf)
+		n, peer, err := l.io.readFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -407,7 +413,7 @@ func (s *Server) serve(p packet) {
 		if reply == nil {
 			return
 		}
-		if _, err := p.l.conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
+		if err := p.l.io.writeTo(reply.ToBytes(), dst); err != nil {
 			s.m.dropped.WithLabelValues(dropSendError).Inc()
 			s.log.Debug("dhcp send failed", "to", dst, "peer", p.peer, "err", err)
 			return

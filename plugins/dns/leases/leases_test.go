@@ -233,3 +233,51 @@ func eventually(t *testing.T, ok func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An update applied change by change publishes exactly what a rebuild
+// from every lease would, through renames, a name changing hands, a
+// release, an expiry sweep and a site's domain changing.
+func TestUpdateMatchesRebuild(t *testing.T) {
+	st := testStore(t)
+	now := t0.Add(30 * time.Minute)
+	inc := newTable(st, now)
+	steps := []struct {
+		name string
+		cmd  cluster.Command
+	}{
+		{"new host", lease("10.1.0.120", "c30", "fresh", "branch1", t0)},
+		{"renamed", lease("10.1.0.120", "c30", "renamed", "branch1", t0)},
+		{"an older claim on a held name", lease("10.1.0.121", "c31", "twin", "branch1", t0.Add(-time.Minute))},
+		{"the holder of a shared name leaves", cluster.LeaseRelease{IP: "10.1.0.107", ClientID: "c10", Time: now}},
+		{"a newer claim takes it", lease("10.1.0.122", "c32", "twin", "branch1", t0.Add(2*time.Minute))},
+		{"a client moves address", lease("10.1.0.123", "c32", "twin", "branch1", t0.Add(3*time.Minute))},
+		{"name dropped", lease("10.1.0.120", "c30", "", "branch1", t0)},
+		{"expiry sweep", cluster.LeaseExpire{Time: t0.Add(-30 * time.Minute)}},
+		{"a site's domain changes", cluster.PutSite{Site: cluster.Site{Name: "branch2", Domain: "b2.example.com", Subnet: "10.2.0.0/24"}}},
+		{"a host in the new domain", lease("10.2.0.101", "c33", "fresh", "branch2", t0)},
+	}
+	for _, step := range steps {
+		apply(t, st, step.cmd)
+		inc.update()
+		want, got := published(newTable(st, now).snapshot()), published(inc.snapshot())
+		if !slices.Equal(got, want) {
+			t.Fatalf("after %s:\n got %q\nwant %q", step.name, got, want)
+		}
+	}
+}
+
+// published lists a snapshot's records as "name ip" lines, sorted.
+func published(s *snapshot) []string {
+	var out []string
+	for name, h := range s.hosts {
+		out = append(out, name+" "+h.ip.String())
+	}
+	for rev, h := range s.ptrs {
+		out = append(out, rev+" "+h.fqdn)
+	}
+	for apex := range s.zones {
+		out = append(out, apex)
+	}
+	slices.Sort(out)
+	return out
+}

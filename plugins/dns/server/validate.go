@@ -82,7 +82,11 @@ func rootClash(cfg Config) error {
 // nothing is an empty store, for validation.
 type nothing struct{}
 
-func (nothing) Sites() []cluster.Site                  { return nil }
-func (nothing) Leases() []cluster.Lease                { return nil }
+func (nothing) Sites() []cluster.Site              { return nil }
+func (nothing) Leases() []cluster.Lease            { return nil }
+func (nothing) Lease(string) (cluster.Lease, bool) { return cluster.Lease{}, false }
+func (nothing) LeaseChanges(uint64) ([]string, uint64, bool) {
+	return nil, 0, true
+}
 func (nothing) Watch() (<-chan struct{}, func())       { return nil, func() {} }
 func (nothing) WatchConfig() (<-chan struct{}, func()) { return nil, func() {} }
