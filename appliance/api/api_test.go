@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/branchbox/branchbox/appliance/apiclient"
 	"github.com/branchbox/branchbox/cluster"
 )
 
@@ -149,7 +150,7 @@ func TestClientAgainstServer(t *testing.T) {
 	}
 	// Point the client at the test server with the test's token.
 	os.WriteFile(filepath.Join(dir, TokenFile), []byte("tok\n"), 0o600)
-	c, err := NewClient(strings.TrimPrefix(ts.URL, "http://"), dir)
+	c, err := apiclient.New(strings.TrimPrefix(ts.URL, "http://"), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestClientAgainstServer(t *testing.T) {
 		t.Fatalf("status %+v %v", st, err)
 	}
 	err = c.Do("GET", "/api/v1/devices/nope", nil, nil)
-	var ae *APIError
+	var ae *apiclient.APIError
 	if !errors.As(err, &ae) || ae.Code != 404 {
 		t.Fatalf("want a 404 APIError, got %v", err)
 	}

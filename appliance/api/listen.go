@@ -12,16 +12,16 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/branchbox/branchbox/appliance/apiclient"
 	"github.com/branchbox/branchbox/internal/selfsigned"
 )
 
-// TokenFile is the bearer token's file name inside data_dir.
-const TokenFile = "api.token"
-
-// Certificate files the API uses when it listens beyond loopback.
+// Files the API keeps in data_dir; apiclient reads the token and the
+// certificate.
 const (
-	certFile = "api-cert.pem"
-	keyFile  = "api-key.pem"
+	TokenFile = apiclient.TokenFile
+	certFile  = apiclient.CertFile
+	keyFile   = "api-key.pem"
 )
 
 // LoadOrCreateToken reads data_dir/api.token, creating it (0600) on first
@@ -47,19 +47,6 @@ func LoadOrCreateToken(dataDir string) (string, error) {
 	return tok, nil
 }
 
-// isLoopback reports whether a listen address only accepts local callers.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // Listen opens the API's listener: plain HTTP on loopback, HTTPS with a
 // self-signed certificate kept in data_dir anywhere else (ctl pins it).
 func Listen(addr, dataDir string) (net.Listener, error) {
@@ -67,7 +54,7 @@ func Listen(addr, dataDir string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if isLoopback(addr) {
+	if apiclient.IsLoopback(addr) {
 		return ln, nil
 	}
 	cert, err := selfsigned.LoadOrCreate(filepath.Join(dataDir, certFile), filepath.Join(dataDir, keyFile), "branchbox admin API", addr)

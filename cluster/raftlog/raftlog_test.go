@@ -439,3 +439,25 @@ func BenchmarkStoreLogs(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpen reopens a default-size segment holding a few entries, as a
+// box does at every start.
+func BenchmarkOpen(b *testing.B) {
+	dir := b.TempDir()
+	s, err := Open(dir, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.StoreLogs(entries(1, 20, 1, 200)); err != nil {
+		b.Fatal(err)
+	}
+	s.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := Open(dir, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+}

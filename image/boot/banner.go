@@ -8,8 +8,7 @@ import (
 	"strings"
 )
 
-// Status is the part of GET /api/v1/status the banner shows (read through
-// `branchbox ctl --output json status`).
+// Status is the part of GET /api/v1/status the banner shows.
 type Status struct {
 	Node     string `json:"node"`
 	Version  string `json:"version"`

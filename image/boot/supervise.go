@@ -21,8 +21,8 @@ type Supervisor struct {
 	Started func(ctx context.Context, run int, ready <-chan struct{})
 	// ReadyLine is what the program writes on stderr once it serves. The
 	// banner waits for it before asking the program anything: under TCG
-	// each `branchbox ctl` costs ~0.1 s of the box's one CPU, and polling
-	// while branchbox starts took that CPU from the start itself.
+	// the box has one slow CPU, and polling while branchbox starts took it
+	// from the start itself.
 	// Empty: ready at once.
 	ReadyLine string
 	// MinBackoff is the pause before a restart; it doubles while runs are

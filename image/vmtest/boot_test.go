@@ -38,38 +38,7 @@ func TestBootServesBranch(t *testing.T) {
 	bb, sim := binaries(t)
 
 	dir := t.TempDir()
-	run(t, bb, "demo-ca", "--domain", domain, "--out", filepath.Join(dir, "ca"))
-	rootHash := strings.TrimSpace(readFile(t, filepath.Join(dir, "ca", "root.sha256")))
-	writeFile(t, filepath.Join(dir, "admin.pass"), "Vm-Test-Pass!7\n")
-	writeFile(t, filepath.Join(dir, "branchbox.yaml"), `node:
-  id: vmbox
-  data_dir: /var/lib/branchbox   # the image puts it on the disk
-  api: 127.0.0.1:8443
-dns:
-  listen: ":53"
-provisioner:
-  listen: ":9971"
-sites:
-  - name: branch1
-    domain: `+domain+`
-    interface: eth0
-    subnet: 10.77.0.0/24
-    range: [10.77.0.10, 10.77.0.250]
-    router: `+boxIP+`
-    lease_time: 1h
-    provisioning_cert: {chain: ca/chain.pem, key: ca/key.pem}
-    profile: standard
-    naming_template: amt-{uuid8}
-    allow_template: true
-profiles:
-  - name: standard
-    admin_password_file: admin.pass
-`)
-	writeFile(t, filepath.Join(dir, "network.conf"), "eth0 "+boxIP+"/24\n")
-	disk := filepath.Join(dir, "config.img")
-	if err := configdisk.Build(configdisk.Options{Config: filepath.Join(dir, "branchbox.yaml"), Network: filepath.Join(dir, "network.conf"), Out: disk, Size: 64 << 20}); err != nil {
-		t.Fatal(err)
-	}
+	disk, rootHash := branchDisk(t, bb, dir)
 
 	ns := newLAN(t)
 	vm := bootVM(t, ns, img, disk, "")
@@ -132,6 +101,47 @@ profiles:
 		}
 		vm.proc.Kill()
 	})
+}
+
+// branchDisk makes the config disk of a branch box in dir: one site on
+// eth0 with a demo provisioning CA, DNS and the provisioner. It returns the
+// disk and the CA root's hash (what amtsim devices trust).
+func branchDisk(t *testing.T, bb, dir string) (disk, rootHash string) {
+	t.Helper()
+	run(t, bb, "demo-ca", "--domain", domain, "--out", filepath.Join(dir, "ca"))
+	rootHash = strings.TrimSpace(readFile(t, filepath.Join(dir, "ca", "root.sha256")))
+	writeFile(t, filepath.Join(dir, "admin.pass"), "Vm-Test-Pass!7\n")
+	writeFile(t, filepath.Join(dir, "branchbox.yaml"), `node:
+  id: vmbox
+  data_dir: /var/lib/branchbox   # the image puts it on the disk
+  api: 127.0.0.1:8443
+dns:
+  listen: ":53"
+provisioner:
+  listen: ":9971"
+sites:
+  - name: branch1
+    domain: `+domain+`
+    interface: eth0
+    subnet: 10.77.0.0/24
+    range: [10.77.0.10, 10.77.0.250]
+    router: `+boxIP+`
+    lease_time: 1h
+    provisioning_cert: {chain: ca/chain.pem, key: ca/key.pem}
+    profile: standard
+    naming_template: amt-{uuid8}
+    allow_template: true
+profiles:
+  - name: standard
+    admin_password_file: admin.pass
+`)
+	writeFile(t, filepath.Join(dir, "network.conf"), "eth0 "+boxIP+"/24\n")
+	disk = filepath.Join(dir, "config.img")
+	if err := configdisk.Build(configdisk.Options{Config: filepath.Join(dir, "branchbox.yaml"), Network: filepath.Join(dir, "network.conf"), Out: disk, Size: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+
+	return disk, rootHash
 }
 
 // TestBootRoleFromDisk: one image, the disk decides what the box is. A
@@ -364,6 +374,9 @@ func bootVM(t *testing.T, ns *e2e.NS, img image, disk, cmdline string) *vm {
 	if disk != "" {
 		args = append(args, "-drive", "file="+disk+",if=virtio,format=raw")
 	}
+	// For measuring, e.g. -icount shift=0,sleep=off: guest time then counts
+	// instructions, whatever else the host runs.
+	args = append(args, strings.Fields(os.Getenv("BRANCHBOX_QEMU_APPEND"))...)
 	v := &vm{start: time.Now()}
 	v.proc = ns.Start("qemu-system-x86_64", args...)
 	t.Cleanup(func() {

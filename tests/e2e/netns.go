@@ -216,6 +216,10 @@ type Proc struct {
 // Output is everything the process printed so far.
 func (p *Proc) Output() string { return p.out.String() }
 
+// Pid is the process's id (ip netns exec execs the command, so it is the
+// command's own).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Signal sends sig to the process group.
 func (p *Proc) Signal(sig syscall.Signal) error { return syscall.Kill(-p.cmd.Process.Pid, sig) }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/branchbox/branchbox/appliance"
 	"github.com/branchbox/branchbox/appliance/api"
+	"github.com/branchbox/branchbox/appliance/apiclient"
 	"github.com/branchbox/branchbox/appliance/config"
 	"github.com/branchbox/branchbox/cluster"
 )
@@ -128,7 +129,7 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	c, err := api.NewClient(cfg.Node.API, cfg.Node.DataDir)
+	c, err := apiclient.New(cfg.Node.API, cfg.Node.DataDir)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -147,7 +148,7 @@ type usageError string
 
 func (e usageError) Error() string { return string(e) + "\n\n" + ctlUsage }
 
-func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
+func runCtl(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 	cmd, sub := a.rest[0], ""
 	if len(a.rest) > 1 {
 		sub = a.rest[1]
@@ -347,7 +348,7 @@ func runCtl(c *api.Client, a ctlArgs, w io.Writer) error {
 	return usageError(fmt.Sprintf("unknown ctl command %q", strings.Join(a.rest, " ")))
 }
 
-func setupBin(c *api.Client, a ctlArgs, w io.Writer) error {
+func setupBin(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 	if len(a.rest) != 3 {
 		return usageError("sites " + a.rest[1] + " needs a site name")
 	}

@@ -13,11 +13,12 @@ import (
 
 	"github.com/branchbox/branchbox/appliance"
 	"github.com/branchbox/branchbox/appliance/api"
+	"github.com/branchbox/branchbox/appliance/apiclient"
 )
 
 // importInventory sends the CSV and reports progress as the appliance
 // writes it, one line per batch of rows.
-func importInventory(c *api.Client, a ctlArgs, w io.Writer) error {
+func importInventory(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 	if len(a.rest) != 3 {
 		return usageError("devices import needs a CSV file")
 	}
@@ -60,7 +61,7 @@ func importInventory(c *api.Client, a ctlArgs, w io.Writer) error {
 
 // watchDevices prints each device as its state changes and the fleet's
 // progress after every batch, until interrupted.
-func watchDevices(c *api.Client, a ctlArgs, w io.Writer) error {
+func watchDevices(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 	resp, err := c.Stream("GET", "/api/v1/events", nil)
 	if err != nil {
 		return err
@@ -132,7 +133,7 @@ func progressLine(c api.Counts) string {
 
 // siteCert shows a site's provisioning chain with every rule's result, or
 // with --chain and --key uploads a new one, checked before it is stored.
-func siteCert(c *api.Client, a ctlArgs, w io.Writer) error {
+func siteCert(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 	if len(a.rest) != 3 {
 		return usageError("sites cert needs a site name")
 	}
@@ -172,7 +173,7 @@ func siteCert(c *api.Client, a ctlArgs, w io.Writer) error {
 }
 
 // retryDevice re-runs provisioning for a failed device.
-func retryDevice(c *api.Client, a ctlArgs, w io.Writer) error {
+func retryDevice(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 	if len(a.rest) != 3 {
 		return usageError("devices retry needs a UUID")
 	}

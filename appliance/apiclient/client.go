@@ -1,4 +1,8 @@
-package api
+// Package apiclient calls a box's admin API the way `branchbox ctl` does:
+// it knows where the token and the pinned certificate live in data_dir. It
+// imports nothing but the standard library, so the image's boxinit (which
+// shows the status banner) can use it without linking the store.
+package apiclient
 
 import (
 	"bytes"
@@ -22,9 +26,30 @@ type Client struct {
 	http  *http.Client
 }
 
-// NewClient reads the token (and, off loopback, the pinned certificate)
+// TokenFile is the bearer token's file name inside data_dir.
+const TokenFile = "api.token"
+
+// CertFile is the API's self-signed certificate inside data_dir, used when
+// it listens beyond loopback; clients pin it.
+const CertFile = "api-cert.pem"
+
+// IsLoopback reports whether a listen address only accepts local callers
+// (the API then speaks plain HTTP).
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// New reads the token (and, off loopback, the pinned certificate)
 // from dataDir.
-func NewClient(addr, dataDir string) (*Client, error) {
+func New(addr, dataDir string) (*Client, error) {
 	tok, err := os.ReadFile(filepath.Join(dataDir, TokenFile))
 	if err != nil {
 		return nil, fmt.Errorf("reading the API token (is branchbox running with data_dir %s?): %w", dataDir, err)
@@ -37,11 +62,11 @@ func NewClient(addr, dataDir string) (*Client, error) {
 		host = "127.0.0.1"
 	}
 	c := &Client{token: strings.TrimSpace(string(tok)), http: &http.Client{Timeout: 30 * time.Second}}
-	if isLoopback(net.JoinHostPort(host, port)) {
+	if IsLoopback(net.JoinHostPort(host, port)) {
 		c.base = "http://" + net.JoinHostPort(host, port)
 		return c, nil
 	}
-	pemBytes, err := os.ReadFile(filepath.Join(dataDir, certFile))
+	pemBytes, err := os.ReadFile(filepath.Join(dataDir, CertFile))
 	if err != nil {
 		return nil, fmt.Errorf("reading the API certificate: %w", err)
 	}
