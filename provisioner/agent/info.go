@@ -8,6 +8,7 @@ package agent
 import (
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/branchbox/branchbox/provisioner/agent/mei"
 )
@@ -91,7 +92,7 @@ func ReadInfo(c *mei.Client) (Info, error) {
 	}
 	for _, e := range entries {
 		info.Hashes = append(info.Hashes, Hash{
-			Name: e.Name, Algorithm: e.Algorithm.String(), Hash: hex.EncodeToString(e.Hash),
+			Name: e.Name, Algorithm: strings.ToUpper(e.Algorithm.String()), Hash: hex.EncodeToString(e.Hash),
 			Active: e.Active, Default: e.Default,
 		})
 	}

@@ -337,40 +337,16 @@ func (c *Client) EnumerateHashHandles() ([]uint32, error) {
 
 // HashAlgorithm is CERT_HASH_ALGORITHM: 1 SHA-1, 2 SHA-256, 3 SHA-384
 // (amt-protocol.md §4.2 after Intel and rpc-go; MeshCentral's and LMS's
-// "SHA512" for 3 is the known mistake noted there).
-type HashAlgorithm uint8
+// "SHA512" for 3 is the known mistake noted there) — the same type byte
+// the hello's hash entries carry.
+type HashAlgorithm = hello.HashAlg
 
 // Hash algorithms.
 const (
-	SHA1   HashAlgorithm = 1
-	SHA256 HashAlgorithm = 2
-	SHA384 HashAlgorithm = 3
+	SHA1   = hello.SHA1
+	SHA256 = hello.SHA256
+	SHA384 = hello.SHA384
 )
-
-// Size is the digest length, 0 for an unknown algorithm.
-func (a HashAlgorithm) Size() int {
-	switch a {
-	case SHA1:
-		return 20
-	case SHA256:
-		return 32
-	case SHA384:
-		return 48
-	}
-	return 0
-}
-
-func (a HashAlgorithm) String() string {
-	switch a {
-	case SHA1:
-		return "SHA1"
-	case SHA256:
-		return "SHA256"
-	case SHA384:
-		return "SHA384"
-	}
-	return fmt.Sprintf("hash-algorithm(%d)", uint8(a))
-}
 
 // CertHashEntry is one trusted root hash.
 type CertHashEntry struct {

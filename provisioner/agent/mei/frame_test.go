@@ -173,7 +173,7 @@ func sprint(v any) string {
 		}
 		return s + "]"
 	case CertHashEntry:
-		return "{" + x.Name + " " + x.Algorithm.String() + " " + hex.EncodeToString(x.Hash) + " " +
+		return "{" + x.Name + " " + strings.ToUpper(x.Algorithm.String()) + " " + hex.EncodeToString(x.Hash) + " " +
 			boolStr(x.Active) + " " + boolStr(x.Default) + "}"
 	case LANInterfaceSettings:
 		return "{" + boolStr(x.Enabled) + " " + x.IPv4.String() + " " + boolStr(x.DHCPEnabled) + " " +
