@@ -214,31 +214,3 @@ func TestFiveVoters(t *testing.T) {
 		}
 	}
 }
-
-// TestALoneVoterElectsAtOnce: a founder on its own, first start and
-// restart, leads well before its heartbeat timeout could have run out
-// (2 s here): every service start, and an appliance image's boot, waits
-// for that election.
-func TestALoneVoterElectsAtOnce(t *testing.T) {
-	dir, bind := t.TempDir(), freeAddr(t)
-	for _, start := range []string{"first start", "restart"} {
-		began := time.Now()
-		n, err := Open(Config{ID: "founder", DataDir: dir, RaftBind: bind, Heartbeat: 2 * time.Second,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = n.WaitLeader(ctx)
-		cancel()
-		took := time.Since(began)
-		n.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", start, err)
-		}
-		if took > time.Second {
-			t.Errorf("%s: leader after %s, want well under the 2 s heartbeat timeout", start, took)
-		}
-		t.Logf("%s: leader after %s", start, took.Round(time.Millisecond))
-	}
-}

@@ -271,7 +271,6 @@ func open(cfg Config, raftDir string, stores *raftStores) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.local = raftProposer{r: n.raft, onCommit: cfg.OnCommit}
-	n.electIfAlone(rc)
 	if n.port != nil {
 		n.Store.proposer = forwardingProposer{n}
 		go n.housekeeping()
@@ -281,36 +280,6 @@ func open(cfg Config, raftDir string, stores *raftStores) (*Node, error) {
 		close(n.houseDone)
 	}
 	return n, nil
-}
-
-// electIfAlone starts this node's election at once when it is the only
-// voter: there is no leader to hear from, and waiting out a heartbeat
-// timeout (100–200 ms for a box on its own, 0.5–1 s for a cluster's
-// founder) delays every service start, the image's boot included. raft
-// re-checks a follower's heartbeat immediately when its timeout is
-// lowered, so lower it by a nanosecond and put it back. A node with other
-// voters waits as usual: it may only have yet to hear from their leader.
-func (n *Node) electIfAlone(rc *raft.Config) {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return
-	}
-	var voters []raft.ServerID
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			voters = append(voters, s.ID)
-		}
-	}
-	if len(voters) != 1 || voters[0] != rc.LocalID {
-		return
-	}
-	r := n.raft.ReloadableConfig()
-	hb := r.HeartbeatTimeout
-	r.HeartbeatTimeout = hb - 1
-	if n.raft.ReloadConfig(r) == nil {
-		r.HeartbeatTimeout = hb
-		n.raft.ReloadConfig(r)
-	}
 }
 
 func (n *Node) closeTransport() {
