@@ -146,7 +146,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
-	info, err := in.validate("")
+	info, err := validate(in, "")
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return

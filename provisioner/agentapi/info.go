@@ -10,33 +10,18 @@ import (
 	"strings"
 
 	"github.com/branchbox/branchbox/cluster"
+	agentwire "github.com/branchbox/branchbox/provisioner/agent"
 	"github.com/branchbox/branchbox/provisioner/certrules"
 	"github.com/branchbox/branchbox/provisioner/hello"
 )
 
-// Info is what the agent read from the firmware (`branchbox-agent info`),
-// under the names amtsim's status uses.
-type Info struct {
-	UUID        string `json:"uuid"`
-	AMTVersion  string `json:"amt_version"`
-	Build       string `json:"build"`
-	SKU         string `json:"sku"`
-	State       string `json:"state"`
-	ControlMode string `json:"control_mode"`
-	DNSSuffix   string `json:"dns_suffix"`
-	Hashes      []Hash `json:"hashes"`
-	MAC         string `json:"mac"`
-	IP          string `json:"ip"`
-}
-
-// Hash is one entry of the firmware's root-certificate hash table.
-type Hash struct {
-	Name      string `json:"name"`
-	Algorithm string `json:"algorithm"` // SHA1 | SHA256 | SHA384
-	Hash      string `json:"hash"`      // hex
-	Active    bool   `json:"active"`
-	Default   bool   `json:"default"`
-}
+// Info and Hash are what the agent read from the firmware
+// (`branchbox-agent info`), under the names amtsim's status uses: the
+// agent's own types, so the wire contract is written once.
+type (
+	Info = agentwire.Info
+	Hash = agentwire.Hash
+)
 
 // Provisioning states and control modes as the agent names them.
 const (
@@ -61,7 +46,7 @@ type checked struct {
 
 // validate checks every field the server relies on; prefix names where
 // the object sits in the request body ("" or "info.").
-func (in Info) validate(prefix string) (checked, error) {
+func validate(in Info, prefix string) (checked, error) {
 	c := checked{Info: in}
 	var err error
 	if c.uuid, err = hello.NormalizeUUID(in.UUID); err != nil {

@@ -67,7 +67,7 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, fmt.Errorf("mode: %q is not supported (only \"acm\")", req.Mode))
 		return
 	}
-	info, err := req.Info.validate("info.")
+	info, err := validate(req.Info, "info.")
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return
