@@ -9,7 +9,8 @@
 # Environment: BRANCHBOX_BIN (default bin/branchbox), RATES (offered DORA/s,
 # default "1000 2000 4000"), DURATION (seconds, default 10), CLIENTS
 # (default 10000), REPEAT (rounds, default 3), EXTRA (servers measured once
-# per round at the highest rate only, default "dnsmasq"; empty skips).
+# per round at the highest rate only, default "dnsmasq"; empty skips),
+# QUIET_WAIT (seconds each run may wait for an idle machine, default 120).
 # Debian packages: kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq-base,
 # util-linux (taskset), iproute2.
 set -euo pipefail
@@ -20,6 +21,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-10000}
 REPEAT=${REPEAT:-3}
 EXTRA=${EXTRA-dnsmasq}
+QUIET_WAIT=${QUIET_WAIT:-120}
 TOP_RATE=$(tr ' ' '\n' <<<"$RATES" | sort -n | tail -1)
 # perfdhcp at or above this share of its CPU is the limit, not the server.
 DRIVER_BUSY=90
@@ -198,12 +200,45 @@ cpu1_busy() {
 	}' /proc/stat
 }
 
+TICK=$(getconf CLK_TCK)
+
+# all_busy prints the busy jiffies of all CPUs together.
+all_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# children_ticks prints the CPU time, in ticks, of this shell's children
+# that have ended (perfdhcp, once it has), from the times builtin.
+children_ticks() {
+	times | awk -v t="$TICK" 'NR == 2 {
+		s = 0
+		for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
+		printf "%.0f", s * t }'
+}
+
+# wait_quiet waits, up to QUIET_WAIT seconds, for the machine to be idle
+# (under 5% of a CPU over 2 s): other work on a shared VM (a build) takes
+# CPU and cache from whichever server runs then.
+wait_quiet() {
+	local waited=0 a b
+	while [ "$waited" -lt "$QUIET_WAIT" ]; do
+		a=$(all_busy)
+		sleep 2
+		b=$(all_busy)
+		[ $((b - a)) -le $((TICK / 10)) ] && break
+		waited=$((waited + 2))
+	done
+	[ "$waited" -gt 0 ] && log "waited ${waited}s for other work on the machine to stop"
+	return 0
+}
+
 # measure SERVER RATE runs perfdhcp once against a fresh server and sets
 # MEASURED to "rate do_loss ra_loss do_p50 do_p99 ra_p50 ra_p99 cpu_ticks
-# driver_cpu% sys_ticks", or "failed". (Not a subshell: the exit trap must see
-# SERVER_PID.)
+# driver_cpu% sys_ticks others%", or "failed"; others% is the CPU that
+# neither the server nor perfdhcp used meanwhile (other processes, and
+# interrupts not charged to either), in % of one CPU. (Not a subshell: the
+# exit trap must see SERVER_PID.)
 measure() {
 	local server=$1 rate=$2 out="$WORK/$1.$2.perfdhcp"
+	wait_quiet
 	log "$server: starting"
 	"start_$server"
 	if ! wait_ready; then
@@ -214,14 +249,16 @@ measure() {
 		return
 	fi
 	log "$server: perfdhcp at $rate DORA/s for ${DURATION}s, $CLIENTS clients"
-	local cpu0 sys0 busy0 cpu sys drv
-	cpu0=$(cpu_ticks "$SERVER_PID") sys0=$(sys_ticks "$SERVER_PID") busy0=$(cpu1_busy)
+	local cpu0 sys0 busy0 all0 kids0 cpu sys drv others
+	cpu0=$(cpu_ticks "$SERVER_PID") sys0=$(sys_ticks "$SERVER_PID") busy0=$(cpu1_busy) all0=$(all_busy) kids0=$(children_ticks)
 	ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l 10.77.0.2 -R "$CLIENTS" -p "$DURATION" -r "$rate" -x t 10.77.0.1 \
 		>"$out" 2>&1 || true
 	cpu=$(($(cpu_ticks "$SERVER_PID") - cpu0)) sys=$(($(sys_ticks "$SERVER_PID") - sys0))
 	drv=$(cpu1_busy "$busy0")
+	others=$(awk -v all=$(($(all_busy) - all0)) -v srv="$cpu" -v kids=$(($(children_ticks) - kids0)) -v t="$TICK" -v d="$DURATION" \
+		'BEGIN { o = 100 * (all - srv - kids) / (t * d); printf "%.0f", (o < 0 ? 0 : o) }')
 	stop_server
-	MEASURED="$(summarize "$out") $cpu $drv $sys"
+	MEASURED="$(summarize "$out") $cpu $drv $sys $others"
 	rm -f "$out" "$out".*
 }
 
@@ -260,7 +297,6 @@ for round in $(seq "$REPEAT"); do
 	done
 done
 
-TICK=$(getconf CLK_TCK)
 per_lease() { # µs of server CPU per lease, from ticks and leases/s
 	awk -v c="$1" -v r="$2" -v d="$DURATION" -v t="$TICK" 'BEGIN { if (r > 0) printf "%.0f", c / t * 1e6 / (r * d); else print "-" }'
 }
@@ -274,15 +310,16 @@ limit() { # leases/s offered perfdhcp-CPU%
 }
 
 # cells SERVER RATE sets C_RATE C_CPU (total, user + system) C_TOTAL C_ACK
-# C_LOSS C_DRV C_LIMIT from the median of the server's rounds at RATE.
+# C_LOSS C_DRV C_LIMIT C_OTHERS from the median of the server's rounds at RATE.
 cells() {
-	local r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys
+	local r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys others
 	r=$(median_of "${RUNS[$1.$2]:-failed}")
 	if [ "$r" = failed ]; then
-		C_RATE=failed C_CPU=- C_TOTAL=0 C_ACK=- C_LOSS=- C_DRV=- C_LIMIT=-
+		C_RATE=failed C_CPU=- C_TOTAL=0 C_ACK=- C_LOSS=- C_DRV=- C_LIMIT=- C_OTHERS=-
 		return
 	fi
-	read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys <<<"$r"
+	read -r rate dol ral dop50 dop99 rap50 rap99 cpu drv sys others <<<"$r"
+	C_OTHERS=$others
 	C_TOTAL=$(per_lease "$cpu" "$rate")
 	C_CPU="$C_TOTAL ($(per_lease $((cpu - sys)) "$rate") + $(per_lease "$sys" "$rate"))"
 	C_RATE=$(printf '%.0f' "$rate") C_ACK="$rap50 / $rap99" C_LOSS="$ral" C_DRV="$drv"
@@ -291,14 +328,14 @@ cells() {
 
 echo "### DHCP CPU per lease: branchbox against Kea (perfdhcp, relayed, ${DURATION}s per run, $CLIENTS clients; median of $REPEAT alternating rounds; server on CPU 0, perfdhcp on CPU 1)"
 echo
-echo "| offered DORA/s | leases/s, branchbox · Kea | CPU µs / lease (user + system), branchbox | Kea | Kea ÷ branchbox, CPU / lease | REQUEST→ACK p50 / p99 ms, branchbox · Kea | REQUEST loss %, branchbox · Kea | perfdhcp CPU %, branchbox · Kea runs | limited by, branchbox · Kea |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| offered DORA/s | leases/s, branchbox · Kea | CPU µs / lease (user + system), branchbox | Kea | Kea ÷ branchbox, CPU / lease | REQUEST→ACK p50 / p99 ms, branchbox · Kea | REQUEST loss %, branchbox · Kea | perfdhcp CPU %, branchbox · Kea runs | limited by, branchbox · Kea | other CPU %, branchbox · Kea runs |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for rate in $RATES; do
 	cells branchbox "$rate"
-	b_rate=$C_RATE b_cpu=$C_CPU b_total=$C_TOTAL b_ack=$C_ACK b_loss=$C_LOSS b_drv=$C_DRV b_limit=$C_LIMIT
+	b_rate=$C_RATE b_cpu=$C_CPU b_total=$C_TOTAL b_ack=$C_ACK b_loss=$C_LOSS b_drv=$C_DRV b_limit=$C_LIMIT b_others=$C_OTHERS
 	cells kea "$rate"
 	ratio=$(awk -v b="$b_total" -v k="$C_TOTAL" 'BEGIN { if (b > 0 && k > 0) printf "%.2f×", k / b; else print "-" }')
-	echo "| $rate | $b_rate · $C_RATE | $b_cpu | $C_CPU | $ratio | $b_ack · $C_ACK | $b_loss · $C_LOSS | $b_drv · $C_DRV | $b_limit · $C_LIMIT |"
+	echo "| $rate | $b_rate · $C_RATE | $b_cpu | $C_CPU | $ratio | $b_ack · $C_ACK | $b_loss · $C_LOSS | $b_drv · $C_DRV | $b_limit · $C_LIMIT | $b_others · $C_OTHERS |"
 done
 echo
 if [ -n "$EXTRA" ]; then
@@ -313,5 +350,7 @@ fi
 echo "Each cell is the median over the rounds, column by column. CPU per lease is the server process's user +"
 echo "system time during the run (/proc/PID/stat, every thread) over the leases perfdhcp got; Kea ÷ branchbox"
 echo "above 1.00× means branchbox spends less. perfdhcp CPU is CPU 1's busy share; at $DRIVER_BUSY% or more the"
-echo "driver is the limit and its own queueing shows in the latencies. branchbox commits every lease through raft"
+echo "driver is the limit and its own queueing shows in the latencies. Other CPU is what neither the server nor perfdhcp"
+echo "used meanwhile, in % of one CPU: other processes on a shared machine, and interrupts charged to neither (each run"
+echo "first waits up to ${QUIET_WAIT}s for the machine to be idle). branchbox commits every lease through raft"
 echo "(fdatasync'd) before its ACK; Kea uses memfile with persist (written, never fsync'd), dnsmasq its lease file."
