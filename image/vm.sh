@@ -46,7 +46,7 @@ esac
 
 disk=${VM_DISK:-}
 [ -z "$disk" ] && [ -f "$OUT/config.img" ] && disk=$OUT/config.img
-append="console=ttyS0 quiet panic=-1 ${VM_APPEND:-}"
+append="$(cat "$OUT/cmdline") ${VM_APPEND:-}"
 if [ -n "$disk" ]; then
 	[ -f "$disk" ] || die "VM_DISK=$disk: no such file"
 	set -- "$@" -drive "file=$disk,if=virtio,format=raw"

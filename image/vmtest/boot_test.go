@@ -247,7 +247,7 @@ dns:
 // image is what a VM boots. Under TCG that is the uncompressed kernel
 // (PVH) and the LZ4 archive: the contract's vmlinuz and initramfs.cpio.gz
 // hold the same kernel and files but take longer to unpack.
-type image struct{ kernel, initramfs string }
+type image struct{ kernel, initramfs, cmdline string }
 
 // founderIP and voterIP are the host side of the LAN: addresses of the
 // bridge itself.
@@ -296,22 +296,38 @@ func requireImage(t *testing.T) image {
 	dir := os.Getenv("BRANCHBOX_IMAGE_DIR")
 	if dir == "" {
 		dir = filepath.Join("..", "out")
-	}
-	img := image{filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initramfs.cpio.lz4")}
-	for _, f := range []string{img.kernel, img.initramfs, img.gzip().initramfs} {
-		if _, err := os.Stat(f); err != nil {
-			if os.Getenv("BRANCHBOX_IMAGE_DIR") == "" {
-				t.Skipf("%s: run make image first (make test does)", f)
-			}
-			t.Fatalf("BRANCHBOX_IMAGE_DIR=%s: %v", dir, err)
+		if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err != nil {
+			t.Skipf("%v: run make image first (make test does)", err)
 		}
+	}
+	img, err := loadImage(dir)
+	if err != nil {
+		t.Fatalf("BRANCHBOX_IMAGE_DIR=%s: %v", dir, err)
 	}
 	return img
 }
 
+// loadImage is the image `make image` left in dir: the kernel and archives
+// the tests boot, and the kernel command line it ships with.
+func loadImage(dir string) (image, error) {
+	img := image{kernel: filepath.Join(dir, "vmlinux"), initramfs: filepath.Join(dir, "initramfs.cpio.lz4")}
+	for _, f := range []string{img.kernel, img.initramfs, img.gzip().initramfs} {
+		if _, err := os.Stat(f); err != nil {
+			return image{}, err
+		}
+	}
+	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return image{}, err
+	}
+	img.cmdline = strings.TrimSpace(string(cmdline))
+	return img, nil
+}
+
 // gzip is the same image with the contract's initramfs.cpio.gz.
 func (img image) gzip() image {
-	return image{img.kernel, strings.TrimSuffix(img.initramfs, ".lz4") + ".gz"}
+	img.initramfs = strings.TrimSuffix(img.initramfs, ".lz4") + ".gz"
+	return img
 }
 
 // binaries are $BRANCHBOX_BIN and $AMTSIM_BIN (make test), or fresh builds.
@@ -367,7 +383,7 @@ func bootVM(t *testing.T, ns *e2e.NS, img image, disk, cmdline string) *vm {
 	args := []string{"-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-no-reboot",
 		"-kernel", img.kernel, "-initrd", img.initramfs,
-		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + cmdline),
+		"-append", strings.TrimSpace(img.cmdline + " " + cmdline),
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:01,romfile=",
 		"-device", "virtio-rng-pci"}

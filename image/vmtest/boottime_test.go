@@ -19,10 +19,9 @@ import (
 // guest uptime. The first boot founds the box's cluster, the others
 // restart it; the summary is of the restarts.
 //
-// $BRANCHBOX_BOOT_IMAGES (directories holding vmlinux and
-// initramfs.cpio.lz4) compares images: each gets a disk of its own and the
-// boots take turns, so a busy moment on a shared machine slows them all
-// alike. Skipped unless BRANCHBOX_BOOTS is set: it only measures.
+// $BRANCHBOX_BOOT_IMAGES (directories `make image` filled) compares
+// images: each gets a disk of its own and the boots take turns, so a busy
+// moment on a shared machine slows them all alike. Skipped unless BRANCHBOX_BOOTS is set: it only measures.
 // $BRANCHBOX_BOOT_APPEND adds kernel parameters, $BRANCHBOX_BOOT_CONSOLE
 // prints each console.
 func TestBootTimes(t *testing.T) {
@@ -34,7 +33,11 @@ func TestBootTimes(t *testing.T) {
 	if dirs := strings.Fields(os.Getenv("BRANCHBOX_BOOT_IMAGES")); len(dirs) > 0 {
 		imgs = nil
 		for _, d := range dirs {
-			imgs = append(imgs, image{filepath.Join(d, "vmlinux"), filepath.Join(d, "initramfs.cpio.lz4")})
+			img, err := loadImage(d)
+			if err != nil {
+				t.Fatalf("BRANCHBOX_BOOT_IMAGES: %v", err)
+			}
+			imgs = append(imgs, img)
 		}
 	}
 	bb, _ := binaries(t)
