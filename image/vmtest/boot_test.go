@@ -6,6 +6,7 @@ package vmtest
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -240,6 +241,28 @@ dns:
 		if !strings.Contains(vm.proc.Output(), "NO PERSISTENT DISK") {
 			t.Errorf("no warning about running without persistence:\n%s", vm.proc.Output())
 		}
+
+		// One process dying must not take the box down: kill branchbox
+		// from the console shell, and the box starts it again and serves.
+		io.WriteString(vm.console, "\n")
+		vm.proc.WaitOutput(t, "branchbox console shell", 30*time.Second)
+		io.WriteString(vm.console, "pidof branchbox\n")
+		pid := waitMatch(t, vm.proc, pidRe, 30*time.Second)
+		killed := time.Now()
+		io.WriteString(vm.console, "kill -9 "+pid+"\n")
+		vm.proc.WaitOutput(t, "branchbox exited; restarting it", 30*time.Second)
+		vm.proc.WaitOutput(t, "(restart 1)", bootTimeout)
+		t.Logf("kill -9 of branchbox (pid %s) → serving again: %.2f s (1 s of it the restart back-off)", pid, time.Since(killed).Seconds())
+		out := strings.ReplaceAll(vm.proc.Output(), "\r\n", "\n")
+		again := out[strings.LastIndex(out, "(restart 1)"):]
+		for _, want := range []string{"role leader", "dns ok"} {
+			if !strings.Contains(again, want) {
+				t.Errorf("banner after the restart lacks %q:\n%s", want, again)
+			}
+		}
+		if strings.Contains(out, "Kernel panic") {
+			t.Errorf("kernel panicked:\n%s", out)
+		}
 		vm.proc.Kill()
 	})
 }
@@ -369,8 +392,9 @@ func newLAN(t *testing.T) *e2e.NS {
 }
 
 type vm struct {
-	proc  *e2e.Proc
-	start time.Time
+	proc    *e2e.Proc
+	console io.Writer // the serial console's input
+	start   time.Time
 }
 
 // bootVM starts QEMU (TCG: this machine's /dev/kvm only runs PVM guests)
@@ -394,7 +418,7 @@ func bootVM(t *testing.T, ns *e2e.NS, img image, disk, cmdline string) *vm {
 	// instructions, whatever else the host runs.
 	args = append(args, strings.Fields(os.Getenv("BRANCHBOX_QEMU_APPEND"))...)
 	v := &vm{start: time.Now()}
-	v.proc = ns.Start("qemu-system-x86_64", args...)
+	v.proc, v.console = ns.StartWithInput("qemu-system-x86_64", args...)
 	t.Cleanup(func() {
 		v.proc.Kill()
 		if t.Failed() {
@@ -421,6 +445,30 @@ func (v *vm) waitBanner(t *testing.T) string {
 			t.Fatalf("no banner within %s; console:\n%s", bootTimeout, v.proc.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pidRe is the answer to pidof on the console: digits alone on a line,
+// after the shell's prompt (rush prints "% " before reading input, so the
+// answer lands behind the prompt).
+var pidRe = regexp.MustCompile(`(?m)^(?:% )*([0-9]+)\s*$`)
+
+// waitMatch waits for re in p's output after the console shell opened,
+// and returns its first group.
+func waitMatch(t *testing.T, p *e2e.Proc, re *regexp.Regexp, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		out := strings.ReplaceAll(p.Output(), "\r\n", "\n")
+		if i := strings.LastIndex(out, "branchbox console shell"); i >= 0 {
+			if m := re.FindStringSubmatch(out[i:]); m != nil {
+				return m[1]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s on the console within %s:\n%s", re, timeout, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

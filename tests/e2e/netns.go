@@ -111,8 +111,28 @@ func (n *NS) MustRun(name string, args ...string) string {
 // and it is killed (with its process group) at cleanup if still running.
 func (n *NS) Start(name string, args ...string) *Proc {
 	n.t.Helper()
+	p, _ := n.start(false, name, args...)
+	return p
+}
+
+// StartWithInput is Start with a pipe to the command's standard input, to
+// type on a console it serves.
+func (n *NS) StartWithInput(name string, args ...string) (*Proc, io.WriteCloser) {
+	n.t.Helper()
+	return n.start(true, name, args...)
+}
+
+func (n *NS) start(input bool, name string, args ...string) (*Proc, io.WriteCloser) {
+	n.t.Helper()
 	p := &Proc{cmd: n.Command(context.Background(), name, args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	var in io.WriteCloser
+	if input {
+		var err error
+		if in, err = p.cmd.StdinPipe(); err != nil {
+			n.t.Fatalf("stdin of %s: %v", name, err)
+		}
+	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
 		n.t.Fatalf("start %s in %s: %v", name, n.Name, err)
@@ -124,7 +144,7 @@ func (n *NS) Start(name string, args ...string) *Proc {
 	n.mu.Lock()
 	n.procs = append(n.procs, p)
 	n.mu.Unlock()
-	return p
+	return p, in
 }
 
 // Do runs fn on an OS thread switched into the namespace. Sockets fn opens
