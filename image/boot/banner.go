@@ -113,7 +113,7 @@ func (b Banner) Write(w io.Writer) {
 	}
 	row("config", "%s", b.Config)
 	row("data", "%s", b.Data)
-	row("console", "press Enter for a shell (ip, ping, dmesg, cat, ls, ps, shutdown, branchbox ctl)")
+	row("console", "press Enter for a shell (ip, ping, dmesg, cat, ls, ps, kill, shutdown, branchbox ctl)")
 	fmt.Fprintln(&sb, rule)
 	io.WriteString(w, sb.String())
 }
