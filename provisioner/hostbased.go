@@ -82,7 +82,7 @@ func (p *Provisioner) ClaimHostBased(ctx context.Context, r HostBasedRequest) (*
 	u1 := cluster.DeviceUpdate{
 		Site: site.Name, Hashes: j.h.HashStrings(), AMTVersion: r.AMTVersion,
 		State: cluster.DeviceSeen, LastError: &empty, IfStateNot: j.guard,
-		Event: cluster.DeviceEvent{State: cluster.DeviceSeen, Step: "agent", Detail: detail},
+		Event: cluster.DeviceEvent{State: cluster.DeviceSeen, Step: stepAgent, Detail: detail},
 	}
 	if r.IP.IsValid() {
 		u1.IP = r.IP.String()

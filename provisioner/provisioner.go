@@ -307,7 +307,7 @@ func (j *job) run(ctx context.Context) {
 	err := j.update(ctx, cluster.DeviceUpdate{
 		Site: site.Name, IP: j.src.String(), Hashes: j.h.HashStrings(), PID: j.h.PID,
 		State: cluster.DeviceSeen, LastError: &empty, IfStateNot: j.guard,
-		Event: cluster.DeviceEvent{State: cluster.DeviceSeen, Step: "hello", Detail: detail},
+		Event: cluster.DeviceEvent{State: cluster.DeviceSeen, Step: stepHello, Detail: detail},
 	})
 	if errors.Is(err, cluster.ErrConflict) {
 		p.m.hellos.WithLabelValues("duplicate").Inc()

@@ -11,6 +11,13 @@ import (
 	"github.com/branchbox/branchbox/provisioner/hello"
 )
 
+// The history steps that start an attempt: a hello (or a retry of one),
+// or an agent's host-based request.
+const (
+	stepHello = "hello"
+	stepAgent = "agent"
+)
+
 // ErrNotRetryable refuses a retry of a device that has not failed.
 var ErrNotRetryable = errors.New("only a failed device can be retried")
 
@@ -25,6 +32,9 @@ func (p *Provisioner) Retry(uuid, actor string) error {
 	}
 	if d.State != cluster.DeviceFailed {
 		return fmt.Errorf("device %q is %s: %w", uuid, d.State, ErrNotRetryable)
+	}
+	if hostBasedLast(d) {
+		return fmt.Errorf("device %q was last activated host-based, through its agent, which relays that session: run `branchbox-agent activate --acm` on the device again: %w", uuid, ErrNotRetryable)
 	}
 	src, err := netip.ParseAddr(d.IP)
 	if err != nil {
@@ -58,6 +68,20 @@ func (p *Provisioner) Retry(uuid, actor string) error {
 		p.queue(ctx, j)
 	}()
 	return nil
+}
+
+// hostBasedLast says whether the device's last attempt came from its
+// agent rather than a hello: its history's newest start of an attempt.
+func hostBasedLast(d cluster.Device) bool {
+	for i := len(d.History) - 1; i >= 0; i-- {
+		switch d.History[i].Step {
+		case stepAgent:
+			return true
+		case stepHello:
+			return false
+		}
+	}
+	return false
 }
 
 func parseHash(s string) (hello.Hash, error) {

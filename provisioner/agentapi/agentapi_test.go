@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,6 +63,7 @@ func demoCA(t *testing.T) *democa.Chain {
 type env struct {
 	t          *testing.T
 	st         *cluster.Store
+	prov       *provisioner.Provisioner
 	addr       string // agent listener
 	roots      *x509.CertPool
 	hello      string // hello listener
@@ -155,7 +157,7 @@ func newEnv(t *testing.T) *env {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	return &env{t: t, st: st, addr: ln.Addr().String(), roots: roots, hello: helloLn.Addr().String(), devicePort: port, logs: logs, answers: &lockedBuffer{}}
+	return &env{t: t, st: st, prov: p, addr: ln.Addr().String(), roots: roots, hello: helloLn.Addr().String(), devicePort: port, logs: logs, answers: &lockedBuffer{}}
 }
 
 // agent is the test's own agent client: it binds its proof to the TLS
@@ -637,6 +639,13 @@ func TestActivateThroughRelay(t *testing.T) {
 			} else {
 				if res.ControlMode != "none" || st.State != "pre-provisioning" || !strings.Contains(d.LastError, "CertVerifyFailed") {
 					t.Errorf("control mode %s, device %s, last error %q", res.ControlMode, st.State, d.LastError)
+				}
+				// Only the agent can relay a host-based session again, so
+				// a retry from the API says so instead of dialling a
+				// device that never sent a hello.
+				err := e.prov.Retry(uuid1, "test")
+				if !errors.Is(err, provisioner.ErrNotRetryable) || !strings.Contains(err.Error(), "branchbox-agent activate --acm") {
+					t.Errorf("retry of a failed host-based activation: %v", err)
 				}
 			}
 			steps := map[string]bool{}
