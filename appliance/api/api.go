@@ -104,19 +104,22 @@ type Lease struct {
 
 // Site is the API's view of a site: the certificate key is never shown.
 type Site struct {
-	Name       string   `json:"name"`
-	Domain     string   `json:"domain"`
-	Interface  string   `json:"interface,omitempty"`
-	Relay      bool     `json:"relay,omitempty"`
-	Subnet     string   `json:"subnet"`
-	Range      []string `json:"range,omitempty"`
-	Router     string   `json:"router,omitempty"`
-	LeaseTime  string   `json:"lease_time"`
-	Profile    string   `json:"profile,omitempty"`
-	HasCert    bool     `json:"has_provisioning_cert"`
-	Source     string   `json:"source"`
-	Reserved   int      `json:"reservations"`
-	NextServer string   `json:"next_server,omitempty"`
+	Name      string   `json:"name"`
+	Domain    string   `json:"domain"`
+	Interface string   `json:"interface,omitempty"`
+	Relay     bool     `json:"relay,omitempty"`
+	Subnet    string   `json:"subnet"`
+	Range     []string `json:"range,omitempty"`
+	Router    string   `json:"router,omitempty"`
+	LeaseTime string   `json:"lease_time"`
+	Profile   string   `json:"profile,omitempty"`
+	HasCert   bool     `json:"has_provisioning_cert"`
+	// Agents: the site has an agent token, so its devices' branchbox-agent
+	// may register and activate (the token itself is never shown).
+	Agents     bool   `json:"accepts_agents"`
+	Source     string `json:"source"`
+	Reserved   int    `json:"reservations"`
+	NextServer string `json:"next_server,omitempty"`
 }
 
 // Options wires a Server.
@@ -259,6 +262,7 @@ func (h *handlers) membershipChange(w http.ResponseWriter, err error) {
 func SiteView(s cluster.Site) Site {
 	v := Site{Name: s.Name, Domain: s.Domain, Interface: s.Interface, Relay: s.Relay, Subnet: s.Subnet,
 		Router: s.Router, LeaseTime: s.LeaseTime.String(), Profile: s.Profile, HasCert: s.CertChainPEM != "",
+		Agents: len(s.AgentToken) > 0,
 		Source: s.Source, Reserved: len(s.Reservations), NextServer: s.NextServer}
 	if s.RangeStart != "" {
 		v.Range = []string{s.RangeStart, s.RangeEnd}

@@ -60,8 +60,9 @@ func newTestServer(t *testing.T, sw SiteWriter) (*httptest.Server, *cluster.Stor
 		sw = siteWriter{st: st}
 	}
 	key, _ := st.Seal([]byte("PRIVATE-KEY-MATERIAL"))
+	token, _ := st.Seal([]byte("PRIVATE-AGENT-TOKEN-0123456789"))
 	ctx := context.Background()
-	st.Apply(ctx, cluster.PutSite{Site: cluster.Site{Name: "b1", Domain: "b1.example.com", Subnet: "10.1.0.0/24", CertChainPEM: "x", CertKey: key}})
+	st.Apply(ctx, cluster.PutSite{Site: cluster.Site{Name: "b1", Domain: "b1.example.com", Subnet: "10.1.0.0/24", CertChainPEM: "x", CertKey: key, AgentToken: token}})
 	st.Apply(ctx, cluster.DeviceUpdate{UUID: "u1", Site: "b1", State: cluster.DeviceActivated, Event: cluster.DeviceEvent{State: cluster.DeviceActivated}, Time: time.Now()})
 	st.Apply(ctx, cluster.LeaseCAS{Lease: cluster.Lease{IP: "10.1.0.100", ClientID: "c", MAC: "02:00:00:00:00:01", Site: "b1", Expires: time.Now().Add(time.Hour)}, Time: time.Now()})
 	srv := NewServer(Options{
@@ -107,6 +108,7 @@ func TestEndpoints(t *testing.T) {
 		{"GET", "/api/v1/leases", "tok", "", 200, `"ip": "10.1.0.100"`},
 		{"GET", "/api/v1/cluster", "tok", "", 200, `"leader": true`},
 		{"GET", "/api/v1/sites", "tok", "", 200, `"has_provisioning_cert": true`},
+		{"GET", "/api/v1/sites", "tok", "", 200, `"accepts_agents": true`},
 		{"POST", "/api/v1/sites", "tok", `{"name": "b2", "subnet": "10.2.0.0/24"}`, 201, `"name": "b2"`},
 		{"DELETE", "/api/v1/sites/b2", "tok", "", 204, ""},
 		{"DELETE", "/api/v1/sites/b2", "tok", "", 404, "not found"},
@@ -122,7 +124,7 @@ func TestEndpoints(t *testing.T) {
 			t.Errorf("%s %s: content type %q", tc.method, tc.path, resp.Header.Get("Content-Type"))
 		}
 		if strings.Contains(body, "PRIVATE-KEY") {
-			t.Errorf("%s %s leaks the certificate key", tc.method, tc.path)
+			t.Errorf("%s %s leaks the certificate key or the agent token", tc.method, tc.path)
 		}
 	}
 }

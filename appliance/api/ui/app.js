@@ -170,7 +170,7 @@ async function loadSites() {
     }
     const tr = el("tr", { id: "site-" + s.name },
       el("td", {}, s.name), el("td", {}, s.domain), el("td", {}, s.subnet), el("td", {}, s.relay ? "relay" : s.interface),
-      el("td", { className: "cert" }, cert), el("td", {}, expires),
+      el("td", { className: "cert" }, cert), el("td", {}, expires), el("td", {}, s.accepts_agents ? "yes" : "no"),
       el("td", {},
         el("button", { onclick: () => downloadSetupBin(s.name) }, "setup.bin"),
         el("button", { onclick: () => openCertUpload(s.name) }, "Upload certificate")));

@@ -303,13 +303,13 @@ func runCtl(c *apiclient.Client, a ctlArgs, w io.Writer) error {
 			return err
 		}
 		return render(w, a.output, ss, func(t *tabwriter.Writer) {
-			fmt.Fprintln(t, "NAME\tDOMAIN\tSUBNET\tSERVED ON\tRANGE\tCERT\tSOURCE")
+			fmt.Fprintln(t, "NAME\tDOMAIN\tSUBNET\tSERVED ON\tRANGE\tCERT\tAGENTS\tSOURCE")
 			for _, s := range ss {
 				on := s.Interface
 				if s.Relay {
 					on = "relay"
 				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", s.Name, s.Domain, s.Subnet, on, strings.Join(s.Range, "-"), s.HasCert, s.Source)
+				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\n", s.Name, s.Domain, s.Subnet, on, strings.Join(s.Range, "-"), s.HasCert, s.Agents, s.Source)
 			}
 		})
 	case cmd == "tls" && sub == "ca":
