@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,5 +194,139 @@ func TestApplyLeaseAsync(t *testing.T) {
 	}
 	if _, ok := s.Lease("10.0.9.9"); ok {
 		t.Fatal("an item past its deadline was committed")
+	}
+}
+
+func TestPaceHold(t *testing.T) {
+	const w = 4 * time.Millisecond
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	every := func(gap time.Duration, n int) []time.Duration {
+		var at []time.Duration
+		for i := range n {
+			at = append(at, time.Duration(i)*gap)
+		}
+		return at
+	}
+	tests := []struct {
+		name     string
+		window   time.Duration
+		arrivals []time.Duration // since t0
+		first    time.Duration   // oldest queued item's arrival
+		now      time.Duration
+		want     time.Duration
+	}{
+		{name: "lone request", window: w, arrivals: []time.Duration{0}, now: 0, want: 0},
+		{name: "steady stream holds until the window ends", window: w, arrivals: every(w/4, 20), first: 19 * w / 4, now: 19*w/4 + time.Millisecond, want: w - time.Millisecond},
+		{name: "window already over", window: w, arrivals: every(w/4, 20), first: 0, now: 19 * w / 4, want: 0},
+		{name: "arrivals a window apart", window: w, arrivals: every(w, 20), first: 19 * w, now: 19 * w, want: 0},
+		{name: "one request after a quiet", window: w, arrivals: append(every(w/4, 20), time.Hour), first: time.Hour, now: time.Hour, want: 0},
+		{name: "a few quick ones after a quiet", window: w, arrivals: append([]time.Duration{time.Hour}, every(w/8, 8)...), first: 7 * w / 8, now: 7 * w / 8, want: w},
+		{name: "no window", window: 0, arrivals: every(w/4, 20), first: 19 * w / 4, now: 19 * w / 4, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p pace
+			for _, a := range tt.arrivals {
+				p.arrive(t0.Add(a), tt.window)
+			}
+			if got := p.hold(t0.Add(tt.now), t0.Add(tt.first), tt.window); got != tt.want {
+				t.Fatalf("hold = %v, want %v (smoothed gap %v)", got, tt.want, p.gap)
+			}
+		})
+	}
+}
+
+// stepClock is a clock that moves on by step at every reading: requests
+// read from it arrive steadily, however slowly the test runs.
+type stepClock struct {
+	mu   sync.Mutex
+	t    time.Time
+	step time.Duration
+}
+
+func (c *stepClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+func (c *stepClock) skip(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// recordBatches is a commit that notes each batch's size.
+func recordBatches() (func(context.Context, []LeaseCAS) ([]error, error), func() []int) {
+	var mu sync.Mutex
+	var sizes []int
+	commit := func(ctx context.Context, items []LeaseCAS) ([]error, error) {
+		mu.Lock()
+		sizes = append(sizes, len(items))
+		mu.Unlock()
+		return make([]error, len(items)), nil
+	}
+	return commit, func() []int { mu.Lock(); defer mu.Unlock(); return slices.Clone(sizes) }
+}
+
+func waitOutcomes(t *testing.T, done <-chan error, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("an outcome did not arrive in 10s")
+		}
+	}
+}
+
+// A request after a quiet is proposed at once, and a steady stream is
+// held in one batch until it is full: the window here is too long to end
+// first, so a request held by mistake would never be answered.
+func TestBatcherHoldsSteadyStreamUntilFull(t *testing.T) {
+	clock := &stepClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), step: time.Millisecond}
+	commit, batches := recordBatches()
+	b := batcher{window: time.Hour, now: clock.now, commit: commit}
+	done := make(chan error, maxBatch)
+	far := time.Now().Add(time.Minute)
+
+	b.addAsync(LeaseCAS{}, far, func(err error) { done <- err })
+	waitOutcomes(t, done, 1)
+	for range maxBatch {
+		b.addAsync(LeaseCAS{}, far, func(err error) { done <- err })
+	}
+	waitOutcomes(t, done, maxBatch)
+	if got, want := batches(), []int{1, maxBatch}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+
+	clock.skip(10 * time.Hour)
+	b.addAsync(LeaseCAS{}, far, func(err error) { done <- err })
+	waitOutcomes(t, done, 1)
+	if got, want := batches(), []int{1, maxBatch, 1}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
+
+// A held batch that does not fill is proposed when its window ends.
+func TestBatcherHoldEndsWithWindow(t *testing.T) {
+	clock := &stepClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), step: time.Millisecond}
+	commit, batches := recordBatches()
+	b := batcher{window: 30 * time.Millisecond, now: clock.now, commit: commit}
+	done := make(chan error, 4)
+	far := time.Now().Add(time.Minute)
+
+	b.addAsync(LeaseCAS{}, far, func(err error) { done <- err })
+	waitOutcomes(t, done, 1)
+	for range 3 {
+		b.addAsync(LeaseCAS{}, far, func(err error) { done <- err })
+	}
+	waitOutcomes(t, done, 3)
+	if got, want := batches(), []int{1, 3}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v", got, want)
 	}
 }
