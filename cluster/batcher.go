@@ -190,7 +190,7 @@ func (b *batcher) drain() {
 				b.mu.Unlock()
 				timer.Reset(d)
 				select {
-				case <-b.full:
+				case <-b.full: // possibly left from an earlier hold: this one just ends early
 					timer.Stop()
 				case <-timer.C:
 				}
