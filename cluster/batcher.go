@@ -50,7 +50,7 @@ type batchItem struct {
 type batcher struct {
 	commit    func(ctx context.Context, items []LeaseCAS) ([]error, error)
 	idleAfter time.Duration    // 0 means defaultIdle
-	window    time.Duration    // 0 means defaultWindow; negative: never hold a batch open
+	window    time.Duration    // 0 means defaultWindow
 	now       func() time.Time // nil means time.Now
 
 	mu      sync.Mutex
@@ -103,7 +103,7 @@ func (b *batcher) holdWindow() time.Duration {
 	if b.window == 0 {
 		return defaultWindow
 	}
-	return max(b.window, 0)
+	return b.window
 }
 
 func (b *batcher) enqueue(it *batchItem) {

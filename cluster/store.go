@@ -74,9 +74,9 @@ func (s *Store) Apply(ctx context.Context, cmd Command) error {
 // lease batch and done receives the same outcome Apply would return, on a
 // committing goroutine, once the batch commits or fails. While leases
 // arrive steadily a batch is held open up to 2 ms to share its commit
-// (see batcher.go). deadline bounds the wait to be proposed; once proposed, the outcome waits for raft
-// (commit, lost leadership or shutdown). done must not block; it holds up
-// the rest of its batch.
+// (see batcher.go). deadline bounds the wait to be proposed; once
+// proposed, the outcome waits for raft (commit, lost leadership or
+// shutdown). done must not block; it holds up the rest of its batch.
 func (s *Store) ApplyLease(c LeaseCAS, deadline time.Time, done func(error)) {
 	s.leaseBatch.addAsync(c, deadline, done)
 }
